@@ -1,0 +1,217 @@
+"""``evaluate_detections``: nuScenes detection metrics equal to the devkit's ``DetectionEval``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from eval.detection.config import TP_METRICS, DetectionConfig, default_config
+from eval.detection.data import DetectionMetricsSummary, EvalBoxSet, MetricCurves
+from eval.detection.loading import (
+    ResultsFormatError,
+    _bike_rack_boxes,
+    ego_translations,
+    filter_boxes,
+    load_gt,
+    load_results,
+    split_sample_tokens,
+)
+from eval.detection.matching import confidence_order, greedy_match, group_by_sample
+from eval.detection.metrics import (
+    average_precision,
+    curves_from_matches,
+    is_undefined,
+    match_errors,
+    quaternion_yaw,
+    summarize,
+    tp_error,
+)
+from sensors.types import DETECTION_CLASSES
+
+
+def _progress(iterable, verbose: bool, desc: str, total: int | None = None):  # noqa: ANN001, ANN202
+    if not verbose:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
+def _class_curves(
+    class_name: str,
+    gt: EvalBoxSet,
+    pred: EvalBoxSet,
+    pred_to_gt_sample: np.ndarray,
+    config: DetectionConfig,
+) -> dict[float, MetricCurves]:
+    """Curves at every distance threshold for one class."""
+    cid = DETECTION_CLASSES.index(class_name)
+    g = np.nonzero(gt.label == cid)[0]
+    p = np.nonzero(pred.label == cid)[0]
+    num_gt = int(g.size)
+    if num_gt == 0:
+        return {th: MetricCurves.no_predictions() for th in config.dist_ths_m}
+    gt_xy = np.ascontiguousarray(gt.translation[g, :2])
+    gt_start, gt_end = group_by_sample(gt.sample_index[g], len(gt.sample_tokens))
+    pred_xy = np.ascontiguousarray(pred.translation[p, :2])
+    pred_sample = pred_to_gt_sample[pred.sample_index[p]]
+    scores = pred.score[p]
+    order = confidence_order(scores)
+    scores_in_order = scores[order]
+    gt_yaw = quaternion_yaw(gt.rotation[g])
+    pred_yaw = quaternion_yaw(pred.rotation[p])
+    out = {}
+    for th in config.dist_ths_m:
+        matched, dist = greedy_match(
+            order, pred_sample, pred_xy, gt_start, gt_end, gt_xy, float(th)
+        )
+        is_tp = matched >= 0
+        gi = matched[is_tp]
+        pi = order[is_tp]
+        errors = {"trans_err": dist[is_tp]}
+        if gi.size:
+            errors.update(
+                match_errors(
+                    class_name,
+                    gt.size[g][gi],
+                    gt_yaw[gi],
+                    gt.velocity[g][gi],
+                    gt.attribute[g][gi],
+                    pred.size[p][pi],
+                    pred_yaw[pi],
+                    pred.velocity[p][pi],
+                    pred.attribute[p][pi],
+                )
+            )
+        out[th] = curves_from_matches(num_gt, scores_in_order, is_tp, errors)
+    return out
+
+
+def evaluate_boxes(
+    gt: EvalBoxSet,
+    pred: EvalBoxSet,
+    config: DetectionConfig,
+    meta: dict | None = None,
+    verbose: bool = False,
+) -> DetectionMetricsSummary:
+    """Metrics of already loaded and filtered boxes (same samples on both sides)."""
+    start = time.time()
+    gt_id = {t: i for i, t in enumerate(gt.sample_tokens)}
+    pred_to_gt_sample = np.array([gt_id[t] for t in pred.sample_tokens], np.int64)
+    label_aps: dict[str, dict[float, float]] = {}
+    label_tp: dict[str, dict[str, float]] = {}
+    curves: dict[tuple[str, float], MetricCurves] = {}
+    num_gt, num_pred = {}, {}
+    for c in _progress(config.class_names, verbose, "classes"):
+        cid = DETECTION_CLASSES.index(c)
+        num_gt[c] = int(np.count_nonzero(gt.label == cid))
+        num_pred[c] = int(np.count_nonzero(pred.label == cid))
+        by_th = _class_curves(c, gt, pred, pred_to_gt_sample, config)
+        label_aps[c] = {}
+        for th in config.dist_ths_m:
+            curves[(c, th)] = by_th[th]
+            label_aps[c][th] = average_precision(by_th[th], config)
+        tp_curves = by_th[config.dist_th_tp_m]
+        label_tp[c] = {
+            m: float("nan") if is_undefined(c, m) else tp_error(tp_curves, config, m)
+            for m in TP_METRICS
+        }
+    mean_dist_aps, mean_ap, tp_errors, tp_scores, nds = summarize(label_aps, label_tp, config)
+    return DetectionMetricsSummary(
+        label_aps=label_aps,
+        mean_dist_aps=mean_dist_aps,
+        mean_ap=mean_ap,
+        label_tp_errors=label_tp,
+        tp_errors=tp_errors,
+        tp_scores=tp_scores,
+        nd_score=nds,
+        eval_time_s=time.time() - start,
+        config=config,
+        meta=dict(meta or {}),
+        curves=curves,
+        num_gt=num_gt,
+        num_pred=num_pred,
+    )
+
+
+def evaluate_detections(
+    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    results: dict | str | Path,
+    eval_set: str,
+    config: DetectionConfig | None = None,
+    verbose: bool = False,
+) -> DetectionMetricsSummary:
+    """The nuScenes detection metrics of a results file, equal to the devkit's ``DetectionEval``.
+
+    Args:
+        nusc: the loaded ``nuscenes.NuScenes`` database holding the ground truth.
+        results: a results JSON path or its dict (``{"meta": ..., "results": ...}``); every
+            sample of ``eval_set`` must be present (possibly with no boxes), no other sample.
+        eval_set: predefined split name (``"val"``, ``"mini_val"``, ...).
+        config: scoring settings; the official ``detection_cvpr_2019`` when None.
+        verbose: progress bars on stderr.
+
+    Returns:
+        Every number of ``metrics_summary.json`` plus the curves.
+
+    Raises:
+        ResultsFormatError: malformed results, wrong sample set, too many boxes per sample.
+
+    """
+    config = config or default_config()
+    t0 = time.time()
+    pred, meta = load_results(results, config.max_boxes_per_sample)
+    sample_tokens = split_sample_tokens(nusc, eval_set)
+    missing = set(sample_tokens) - set(pred.sample_tokens)
+    extra = set(pred.sample_tokens) - set(sample_tokens)
+    if missing or extra:
+        raise ResultsFormatError(
+            f"results do not cover split {eval_set!r} exactly: {len(missing)} of its "
+            f"{len(sample_tokens)} samples missing (e.g. {sorted(missing)[:3]}), {len(extra)} "
+            f"samples not in it (e.g. {sorted(extra)[:3]}); include every sample of the split, "
+            "with an empty list where there is no detection"
+        )
+    gt = load_gt(nusc, sample_tokens)
+    racks = _bike_rack_boxes(nusc, sample_tokens)
+    ego_gt = ego_translations(nusc, sample_tokens)
+    gt = filter_boxes(nusc, gt, config, ego_gt, racks)
+    gt_id = {t: i for i, t in enumerate(sample_tokens)}
+    pred_to_gt = np.array([gt_id[t] for t in pred.sample_tokens], np.int64)
+    pred_racks = {}
+    inverse = {g: i for i, g in enumerate(pred_to_gt.tolist())}
+    for si, recs in racks.items():
+        pred_racks[inverse[si]] = recs
+    pred = filter_boxes(nusc, pred, config, ego_gt[pred_to_gt], pred_racks)
+    summary = evaluate_boxes(gt, pred, config, meta, verbose)
+    if verbose:
+        import sys
+
+        print(
+            f"evaluated {len(sample_tokens)} samples in {time.time() - t0:.2f} s", file=sys.stderr
+        )
+    return summary
+
+
+def write_metrics(summary: DetectionMetricsSummary, output_dir: str | Path) -> dict[str, Path]:
+    """Write ``metrics_summary.json`` and ``metrics_details.json`` (devkit layouts)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "summary": out / "metrics_summary.json",
+        "details": out / "metrics_details.json",
+    }
+    opts = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    # orjson writes NaN as null; the devkit's json.dump writes NaN. Keep the devkit's spelling so
+    # that files diff cleanly against the official tool.
+    paths["summary"].write_text(_json_with_nan(summary.to_dict()))
+    paths["details"].write_bytes(orjson.dumps(summary.details_dict(), option=opts))
+    return paths
+
+
+def _json_with_nan(obj: dict) -> str:
+    import json
+
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,547 @@
+"""Loading results files and ground truth into columns, and the official box filters.
+
+Results files of a validation run are large (6,000 samples x 500 boxes is about 1.3 GB of
+JSON). Parsing one into Python objects costs several GB, so a file is streamed: a Numba scanner
+finds the sample boundaries inside ``"results"`` chunk by chunk, orjson parses a few megabytes
+of samples at a time, and those are turned into numpy columns before the next chunk is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import chain
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+import orjson
+from numba import njit
+from pyquaternion import Quaternion
+
+from eval.detection.config import (
+    ATTRIBUTE_NAMES,
+    BIKE_RACK_CATEGORY,
+    BIKE_RACK_FILTERED_CLASSES,
+    CATEGORY_TO_DETECTION_CLASS,
+    DetectionConfig,
+)
+from eval.detection.data import EvalBoxSet
+from sensors.types import DETECTION_CLASSES
+
+CLASS_TO_ID: dict[str, int] = {c: i for i, c in enumerate(DETECTION_CLASSES)}
+ATTRIBUTE_TO_ID: dict[str, int] = {a: i for i, a in enumerate(ATTRIBUTE_NAMES)}
+ATTRIBUTE_TO_ID[""] = -1
+
+# The devkit allows at most this much time (s) between the two annotations a velocity is
+# differenced from (twice this for a centred difference).
+VELOCITY_MAX_TIME_DIFF_S = 1.5
+
+_CHUNK_BYTES = 8 << 20
+_EVENT_CAPACITY = 1 << 16
+# Scanner event kinds.
+_STR_START, _STR_END, _OPEN, _CLOSE, _COMMA = 1, 2, 3, 4, 5
+
+
+class ResultsFormatError(ValueError):
+    """A results file (or dict) that does not follow the nuScenes detection format."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Results files
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _scan_json_structure(buf, base, state, events):  # pragma: no cover - compiled
+    """Record top-level strings, depth-2 container bounds and depth-2 commas of a JSON chunk.
+
+    ``state`` = [depth, in_string, escaped, resume_index] carries over between chunks; the
+    scan stops early when ``events`` is nearly full (resume from ``state[3]``). Returns the
+    number of events written; each event is (kind, absolute byte offset).
+    """
+    depth = state[0]
+    in_str = state[1]
+    esc = state[2]
+    i = state[3]
+    n = 0
+    cap = events.shape[0] - 1
+    size = buf.shape[0]
+    while i < size and n < cap:
+        c = buf[i]
+        if in_str:
+            if esc:
+                esc = 0
+            elif c == 92:  # backslash
+                esc = 1
+            elif c == 34:  # quote
+                in_str = 0
+                if depth == 1:
+                    events[n, 0] = _STR_END
+                    events[n, 1] = base + i
+                    n += 1
+        elif c == 34:
+            in_str = 1
+            if depth == 1:
+                events[n, 0] = _STR_START
+                events[n, 1] = base + i
+                n += 1
+        elif c == 123 or c == 91:  # { [
+            depth += 1
+            if depth == 2:
+                events[n, 0] = _OPEN
+                events[n, 1] = base + i
+                n += 1
+        elif c == 125 or c == 93:  # } ]
+            if depth == 2:
+                events[n, 0] = _CLOSE
+                events[n, 1] = base + i
+                n += 1
+            depth -= 1
+        elif c == 44 and depth == 2:  # comma between depth-2 entries
+            events[n, 0] = _COMMA
+            events[n, 1] = base + i
+            n += 1
+        i += 1
+    state[0] = depth
+    state[1] = in_str
+    state[2] = esc
+    state[3] = i
+    return n
+
+
+def _stream_results(path: Path) -> Iterator[tuple[str, object]]:
+    """Yield ``("meta", dict)`` and ``("samples", dict)`` batches of a results file."""
+    pending = bytearray()
+    base = 0  # file offset of pending[0]
+    state = np.zeros(4, np.int64)
+    events = np.zeros((_EVENT_CAPACITY, 2), np.int64)
+    str_start = -1
+    last_key: str | None = None
+    open_key: str | None = None
+    open_pos = -1
+    seg_start = -1  # first byte of the not yet parsed results entries
+    seen_results = False
+    results_done = False
+    first_byte_checked = False
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK_BYTES)
+            if not chunk:
+                break
+            if not first_byte_checked:
+                stripped = chunk.lstrip()
+                if stripped and stripped[:1] != b"{":
+                    raise ResultsFormatError(f"{path}: the top level must be a JSON object")
+                first_byte_checked = bool(stripped)
+            chunk_base = base + len(pending)
+            pending += chunk
+            buf = np.frombuffer(chunk, dtype=np.uint8)
+            state[3] = 0
+            last_comma = -1
+            while state[3] < buf.shape[0]:
+                n = _scan_json_structure(buf, chunk_base, state, events)
+                for kind, pos in events[:n].tolist():
+                    if kind == _STR_START:
+                        str_start = pos
+                    elif kind == _STR_END:
+                        raw = bytes(pending[str_start - base : pos + 1 - base])
+                        last_key = orjson.loads(raw)
+                        str_start = -1
+                    elif kind == _OPEN:
+                        open_key, open_pos = last_key, pos
+                        if open_key == "results":
+                            if pending[pos - base] != ord("{"):
+                                raise ResultsFormatError(
+                                    f"{path}: 'results' must map sample tokens to box lists"
+                                )
+                            seen_results = True
+                            seg_start = pos + 1
+                    elif kind == _COMMA:
+                        if open_key == "results":
+                            last_comma = pos
+                    elif kind == _CLOSE:
+                        if open_key == "results":
+                            if pos > seg_start:
+                                last_comma = -1
+                                yield "samples", _parse_entries(pending, base, seg_start, pos, path)
+                            seg_start = -1
+                            results_done = True
+                        elif open_key == "meta":
+                            yield (
+                                "meta",
+                                _parse_json(pending[open_pos - base : pos + 1 - base], path),
+                            )
+                        open_key = None
+            if open_key == "results" and last_comma > seg_start:
+                yield "samples", _parse_entries(pending, base, seg_start, last_comma, path)
+                seg_start = last_comma + 1
+            # Keep only the bytes a later event can still need.
+            keep_from = base + len(pending)
+            for p in (str_start, seg_start if open_key == "results" else -1):
+                if p >= 0:
+                    keep_from = min(keep_from, p)
+            if open_key is not None and open_key != "results":
+                keep_from = min(keep_from, open_pos)
+            del pending[: keep_from - base]
+            base = keep_from
+    if state[0] != 0 or state[1] != 0:
+        raise ResultsFormatError(f"{path}: truncated JSON (unbalanced brackets or quotes)")
+    if not seen_results or not results_done:
+        raise ResultsFormatError(f"{path}: no 'results' object in the results file")
+
+
+def _parse_json(raw: bytes | bytearray, path: Path) -> object:
+    try:
+        return orjson.loads(bytes(raw))
+    except orjson.JSONDecodeError as e:
+        raise ResultsFormatError(f"{path}: invalid JSON ({e})") from None
+
+
+def _parse_entries(pending: bytearray, base: int, start: int, end: int, path: Path) -> dict:
+    """Parse the results entries between byte offsets [start, end) as one object."""
+    body = bytes(pending[start - base : end - base])
+    if not body.strip():
+        return {}
+    out = _parse_json(b"{" + body + b"}", path)
+    assert isinstance(out, dict)
+    return out
+
+
+def _box_columns(batch: dict, source: str, token_offset: int) -> dict[str, np.ndarray]:
+    """Columns of the boxes of ``batch`` (sample token -> list of box dicts), in order."""
+    counts = []
+    for token, boxes in batch.items():
+        if not isinstance(boxes, list):
+            raise ResultsFormatError(f"{source}: sample {token}: results must be a list of boxes")
+        counts.append(len(boxes))
+    rows = list(chain.from_iterable(batch.values()))
+    n = len(rows)
+    try:
+        if n and not all(isinstance(r, dict) for r in rows):
+            raise TypeError("a box is not a JSON object")
+        sample_field = list(map(itemgetter("sample_token"), rows))
+        cols = {
+            "translation": np.array(list(map(itemgetter("translation"), rows)), np.float64),
+            "size": np.array(list(map(itemgetter("size"), rows)), np.float64),
+            "rotation": np.array(list(map(itemgetter("rotation"), rows)), np.float64),
+            "velocity": np.array(list(map(itemgetter("velocity"), rows)), np.float64),
+            "score": np.array([r.get("detection_score", -1.0) for r in rows], np.float64),
+            "num_pts": np.array([r.get("num_pts", -1) for r in rows], np.int64),
+            "label": np.array(
+                list(map(CLASS_TO_ID.__getitem__, map(itemgetter("detection_name"), rows))),
+                np.int64,
+            ),
+            "attribute": np.array(
+                [ATTRIBUTE_TO_ID[r.get("attribute_name", "")] for r in rows], np.int64
+            ),
+        }
+        for name, width in (("translation", 3), ("size", 3), ("rotation", 4), ("velocity", 2)):
+            if cols[name].shape != (n, width):
+                raise ValueError(f"{name} is not a list of {width} numbers")
+    except (KeyError, TypeError, ValueError) as e:
+        # Slow path only for the error message: name the first offending box and field.
+        from eval.detection.results import box_problems
+
+        for token, boxes in batch.items():
+            for i, box in enumerate(boxes):
+                problems = box_problems(box, token, i)
+                if problems:
+                    raise ResultsFormatError(f"{source}: {problems[0]}") from None
+        raise ResultsFormatError(f"{source}: malformed box ({e})") from None
+    # The official evaluation matches a box against the sample named in the box itself.
+    expected = np.repeat(np.arange(len(counts)), counts)
+    tokens = list(batch.keys())
+    if n and sample_field != [tokens[i] for i in expected]:
+        bad = next(i for i in range(n) if sample_field[i] != tokens[expected[i]])
+        raise ResultsFormatError(
+            f"{source}: a box listed under sample {tokens[expected[bad]]} has sample_token "
+            f"{sample_field[bad]!r}"
+        )
+    cols["sample_index"] = expected.astype(np.int64) + token_offset
+    return cols
+
+
+def load_results(
+    source: str | Path | dict, max_boxes_per_sample: int | None = None
+) -> tuple[EvalBoxSet, dict]:
+    """Read a nuScenes detection results file (or its already-parsed dict) into columns.
+
+    Args:
+        source: path of the JSON file, or the dict ``{"meta": ..., "results": ...}``.
+        max_boxes_per_sample: raise if any sample has more boxes (None: no check).
+
+    Returns:
+        The boxes (samples in file order, boxes in file order) and the ``meta`` dict.
+
+    Raises:
+        ResultsFormatError: naming the file, the sample and the field at fault.
+
+    """
+    name = str(source) if not isinstance(source, dict) else "results"
+    tokens: list[str] = []
+    parts: list[dict[str, np.ndarray]] = []
+    meta: dict | None = None
+
+    def add(batch: dict) -> None:
+        parts.append(_box_columns(batch, name, len(tokens)))
+        tokens.extend(batch.keys())
+
+    if isinstance(source, dict):
+        if "results" not in source:
+            raise ResultsFormatError("results: no 'results' field")
+        results = source["results"]
+        if not isinstance(results, dict):
+            raise ResultsFormatError("results: 'results' must map sample tokens to box lists")
+        keys = list(results.keys())
+        for i in range(0, len(keys), 2000):
+            add({k: results[k] for k in keys[i : i + 2000]})
+        meta = source.get("meta")
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"results file not found: {path}")
+        for kind, payload in _stream_results(path):
+            if kind == "meta":
+                meta = payload  # type: ignore[assignment]
+            else:
+                add(payload)  # type: ignore[arg-type]
+    if meta is None:
+        raise ResultsFormatError(f"{name}: no 'meta' field")
+    if len(set(tokens)) != len(tokens):
+        raise ResultsFormatError(f"{name}: a sample token appears twice in 'results'")
+
+    def cat(key: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        arrays = [p[key] for p in parts if len(p["sample_index"])]
+        return np.concatenate(arrays) if arrays else np.zeros(shape, dtype)
+
+    boxes = EvalBoxSet(
+        tokens,
+        cat("sample_index", (0,), np.int64),
+        cat("translation", (0, 3), np.float64),
+        cat("size", (0, 3), np.float64),
+        cat("rotation", (0, 4), np.float64),
+        cat("velocity", (0, 2), np.float64),
+        cat("label", (0,), np.int64),
+        cat("score", (0,), np.float64),
+        cat("attribute", (0,), np.int64),
+        cat("num_pts", (0,), np.int64),
+    )
+    if max_boxes_per_sample is not None and len(boxes):
+        per_sample = boxes.boxes_per_sample()
+        worst = int(per_sample.argmax())
+        if per_sample[worst] > max_boxes_per_sample:
+            raise ResultsFormatError(
+                f"{name}: sample {tokens[worst]} has {per_sample[worst]} boxes; at most "
+                f"{max_boxes_per_sample} are allowed per sample"
+            )
+    return boxes, dict(meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth
+# ----------------------------------------------------------------------------------------------
+
+
+def split_sample_tokens(nusc, eval_set: str) -> list[str]:  # noqa: ANN001 - devkit NuScenes
+    """Sample tokens of a predefined split, in the sample table's order (the devkit's order).
+
+    Raises:
+        ValueError: unknown split, or a split that does not belong to ``nusc.version``.
+
+    """
+    from nuscenes.utils.splits import create_splits_scenes
+
+    splits = create_splits_scenes()
+    if eval_set not in splits:
+        raise ValueError(f"unknown split {eval_set!r}; expected one of {sorted(splits)}")
+    version = nusc.version
+    wanted_suffix = {
+        "train": "trainval",
+        "val": "trainval",
+        "train_detect": "trainval",
+        "train_track": "trainval",
+        "mini_train": "mini",
+        "mini_val": "mini",
+        "test": "test",
+    }[eval_set]
+    if not version.endswith(wanted_suffix):
+        raise ValueError(f"split {eval_set!r} does not belong to nuScenes version {version!r}")
+    scene_names = set(splits[eval_set])
+    in_split = {s["token"] for s in nusc.scene if s["name"] in scene_names}
+    tokens = [s["token"] for s in nusc.sample if s["scene_token"] in in_split]
+    if not nusc.sample:
+        raise ValueError(f"nuScenes {version} at {nusc.dataroot} has no samples")
+    if eval_set == "test" and not nusc.sample_annotation:
+        raise ValueError("the test split has no annotations to evaluate against")
+    return tokens
+
+
+def _annotation_velocities(nusc) -> tuple[dict[str, int], np.ndarray]:  # noqa: ANN001
+    """(token -> row, (M, 2) xy velocity) of every annotation, as ``NuScenes.box_velocity``.
+
+    Centred difference over the previous and next annotation of the instance when both
+    exist, else a one-sided difference; NaN for a lone annotation or too long a gap.
+    """
+    anns = nusc.sample_annotation
+    row = {a["token"]: i for i, a in enumerate(anns)}
+    sample_time_s = {s["token"]: 1e-6 * s["timestamp"] for s in nusc.sample}
+    m = len(anns)
+    xyz = np.array([a["translation"] for a in anns], np.float64).reshape(m, 3)
+    t = np.array([sample_time_s[a["sample_token"]] for a in anns], np.float64)
+    prev_row = np.array([row[a["prev"]] if a["prev"] else -1 for a in anns], np.int64)
+    next_row = np.array([row[a["next"]] if a["next"] else -1 for a in anns], np.int64)
+    own = np.arange(m)
+    first = np.where(prev_row >= 0, prev_row, own)
+    last = np.where(next_row >= 0, next_row, own)
+    has_both = (prev_row >= 0) & (next_row >= 0)
+    has_any = (prev_row >= 0) | (next_row >= 0)
+    time_diff = t[last] - t[first]
+    max_diff = np.where(has_both, 2 * VELOCITY_MAX_TIME_DIFF_S, VELOCITY_MAX_TIME_DIFF_S)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vel = (xyz[last] - xyz[first]) / time_diff[:, None]
+    vel[~has_any | (time_diff > max_diff)] = np.nan
+    return row, vel[:, :2]
+
+
+def load_gt(nusc, sample_tokens: list[str]) -> EvalBoxSet:  # noqa: ANN001 - devkit NuScenes
+    """Ground-truth detection boxes of the given samples (global frame, annotation order).
+
+    Annotations of categories outside the 10 detection classes are skipped; ``num_pts`` is
+    LiDAR plus radar points; velocity is the devkit's finite difference.
+    """
+    attribute_name = {a["token"]: a["name"] for a in nusc.attribute}
+    row_of, velocity = _annotation_velocities(nusc)
+    anns = nusc.sample_annotation
+    rows: list[int] = []
+    sample_index: list[int] = []
+    labels: list[int] = []
+    attributes: list[int] = []
+    for si, token in enumerate(sample_tokens):
+        for ann_token in nusc.get("sample", token)["anns"]:
+            r = row_of[ann_token]
+            a = anns[r]
+            cls = CATEGORY_TO_DETECTION_CLASS.get(a["category_name"])
+            if cls is None:
+                continue
+            attr_tokens = a["attribute_tokens"]
+            if len(attr_tokens) > 1:
+                raise ValueError(
+                    f"annotation {ann_token}: has {len(attr_tokens)} attributes; a detection "
+                    "ground-truth box may have at most one"
+                )
+            attributes.append(
+                ATTRIBUTE_TO_ID[attribute_name[attr_tokens[0]]] if attr_tokens else -1
+            )
+            rows.append(r)
+            sample_index.append(si)
+            labels.append(CLASS_TO_ID[cls])
+    sel = [anns[r] for r in rows]
+    n = len(sel)
+    return EvalBoxSet(
+        sample_tokens,
+        np.array(sample_index, np.int64),
+        np.array([a["translation"] for a in sel], np.float64).reshape(n, 3),
+        np.array([a["size"] for a in sel], np.float64).reshape(n, 3),
+        np.array([a["rotation"] for a in sel], np.float64).reshape(n, 4),
+        velocity[np.array(rows, np.int64)] if n else np.zeros((0, 2)),
+        np.array(labels, np.int64),
+        np.full(n, -1.0),
+        np.array(attributes, np.int64),
+        np.array([a["num_lidar_pts"] + a["num_radar_pts"] for a in sel], np.int64),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Filters
+# ----------------------------------------------------------------------------------------------
+
+
+def ego_translations(nusc, sample_tokens: list[str]) -> np.ndarray:  # noqa: ANN001
+    """(S, 3) global position of the ego vehicle at each sample's keyframe LiDAR timestamp."""
+    out = np.zeros((len(sample_tokens), 3))
+    for i, token in enumerate(sample_tokens):
+        sample = nusc.get("sample", token)
+        lidar_token = sample["data"].get("LIDAR_TOP")
+        if lidar_token is None:
+            raise ValueError(f"sample {token} has no LIDAR_TOP keyframe to take the ego pose from")
+        pose = nusc.get("ego_pose", nusc.get("sample_data", lidar_token)["ego_pose_token"])
+        out[i] = pose["translation"]
+    return out
+
+
+def ego_distances(boxes: EvalBoxSet, ego_xyz: np.ndarray) -> np.ndarray:
+    """(N,) xy distance of each box centre to its sample's ego position, metres."""
+    d = boxes.translation - ego_xyz[boxes.sample_index]
+    # Square, then add x and y in that order: the devkit's exact arithmetic.
+    return np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
+
+
+def _bike_rack_boxes(nusc, sample_tokens: list[str]) -> dict[int, list]:  # noqa: ANN001
+    """Sample index -> bike-rack annotation records, for samples that have any."""
+    out: dict[int, list] = {}
+    for si, token in enumerate(sample_tokens):
+        for ann_token in nusc.get("sample", token)["anns"]:
+            ann = nusc.get("sample_annotation", ann_token)
+            if ann["category_name"] == BIKE_RACK_CATEGORY:
+                out.setdefault(si, []).append(ann)
+    return out
+
+
+def _inside_box(record: dict, points: np.ndarray) -> np.ndarray:
+    """(n,) bool: (n, 3) points inside an annotation's box, faces inclusive.
+
+    Projects onto the three edges at one corner, in the same arithmetic as the devkit's
+    ``points_in_box`` so that points exactly on a face decide the same way.
+    """
+    w, length, h = np.asarray(record["size"], np.float64)
+    x = length / 2 * np.array([1, 1, 1, 1, -1, -1, -1, -1])
+    y = w / 2 * np.array([1, -1, -1, 1, 1, -1, -1, 1])
+    z = h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])
+    rot = Quaternion(record["rotation"]).rotation_matrix
+    corners = np.dot(rot, np.vstack((x, y, z)))
+    center = np.asarray(record["translation"], np.float64)
+    corners = corners + center[:, None]
+    p1 = corners[:, 0]
+    i, j, k = corners[:, 4] - p1, corners[:, 1] - p1, corners[:, 3] - p1
+    v = points.T - p1.reshape((-1, 1))
+    iv, jv, kv = np.dot(i, v), np.dot(j, v), np.dot(k, v)
+    return (
+        (iv >= 0)
+        & (iv <= np.dot(i, i))
+        & (jv >= 0)
+        & (jv <= np.dot(j, j))
+        & (kv >= 0)
+        & (kv <= np.dot(k, k))
+    )
+
+
+def filter_boxes(
+    nusc,  # noqa: ANN001 - devkit NuScenes
+    boxes: EvalBoxSet,
+    config: DetectionConfig,
+    ego_xyz: np.ndarray,
+    bike_racks: dict[int, list] | None = None,
+) -> EvalBoxSet:
+    """The official filters, for ground truth and predictions alike.
+
+    Drops boxes at or beyond their class range from the ego vehicle, boxes with exactly zero
+    LiDAR+radar points (unknown = -1 is kept), and bicycles/motorcycles whose centre lies in a
+    bike-rack annotation of the same sample.
+    """
+    ranges = np.array([config.class_range[c] for c in DETECTION_CLASSES], np.float64)
+    keep = ego_distances(boxes, ego_xyz) < ranges[boxes.label]
+    keep &= boxes.num_pts != 0
+    if bike_racks is None:
+        bike_racks = _bike_rack_boxes(nusc, list(boxes.sample_tokens))
+    if bike_racks:
+        cycle_ids = [CLASS_TO_ID[c] for c in BIKE_RACK_FILTERED_CLASSES]
+        candidates = np.nonzero(keep & np.isin(boxes.label, cycle_ids))[0]
+        for si, racks in bike_racks.items():
+            rows = candidates[boxes.sample_index[candidates] == si]
+            if rows.size == 0:
+                continue
+            in_rack = np.zeros(rows.size, bool)
+            for rack in racks:
+                in_rack |= _inside_box(rack, boxes.translation[rows])
+            keep[rows[in_rack]] = False
+    return boxes.subset(keep)
