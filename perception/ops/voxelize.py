@@ -1,0 +1,366 @@
+"""Hard and dynamic voxelization of point clouds (Numba), with plain-numpy references.
+
+Semantics are those of spconv's CPU ``PointToVoxel`` / mmcv's hard voxelization, bit for bit:
+
+* the grid is ``round((max - min) / size)`` per axis in float32 (see ``_grid.make_grid``);
+* a point's voxel is ``floor((p - min) / size)`` per axis in float32; a point is outside the
+  range (ignored) unless every axis lands in ``[0, grid)``. Rows with NaN or inf in x, y or z
+  fail that test and are ignored; NaN in the other columns is copied through unchanged;
+* voxels are numbered in the order of their first point; inside a voxel points keep input
+  order; a point past ``max_points_per_voxel`` is dropped; a point whose voxel would be number
+  ``max_voxels`` or later is dropped (later points of voxels already opened are still kept).
+
+Coordinates are returned in (z, y, x) order as int32, like spconv and mmdet3d.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from perception.ops._grid import VoxelGrid, as_points, make_grid
+
+# Golden-ratio multiplier for Fibonacci hashing of the 64-bit linear voxel key.
+_HASH_MUL = np.uint64(11400714819323198485)
+# Grids up to this many cells use a direct lookup table instead of a hash (PointPillars:
+# 512 x 512 x 1 = 262k cells = 1 MiB of int32, cheaper to reset than hashing is to probe).
+_DENSE_TABLE_MAX_CELLS = 1 << 21
+
+
+@numba.njit(cache=True, inline="always")
+def _point_key(points, i, vsize, rmin, gx, gy, gz):
+    # float32 arithmetic throughout, z then y then x, exactly as spconv's point2voxel_cpu.
+    fz = np.floor((points[i, 2] - rmin[2]) / vsize[2])
+    if not (fz >= 0 and fz < gz):  # also false for NaN
+        return -1
+    fy = np.floor((points[i, 1] - rmin[1]) / vsize[1])
+    if not (fy >= 0 and fy < gy):
+        return -1
+    fx = np.floor((points[i, 0] - rmin[0]) / vsize[0])
+    if not (fx >= 0 and fx < gx):
+        return -1
+    return (np.int64(fz) * gy + np.int64(fy)) * gx + np.int64(fx)
+
+
+@numba.njit(cache=True)
+def _make_table(num_cells, cap, dense):
+    if dense:
+        return np.full(num_cells, -1, dtype=np.int32), 0, 0
+    bits = 4
+    while (1 << bits) < 2 * cap:
+        bits += 1
+    return np.full(1 << bits, -1, dtype=np.int32), (1 << bits) - 1, 64 - bits
+
+
+@numba.njit(cache=True, inline="always")
+def _find_or_open(key, table, mask, shift, dense, vkeys, nvox, max_voxels):
+    """Return (voxel id or -1 when the voxel cap binds, new voxel count)."""
+    if dense:
+        h = key
+    else:
+        h = np.int64((np.uint64(key) * _HASH_MUL) >> np.uint64(shift))
+    while True:
+        v = table[h]
+        if v == -1:
+            if nvox >= max_voxels:
+                return -1, nvox
+            table[h] = nvox
+            vkeys[nvox] = key
+            return nvox, nvox + 1
+        if dense or vkeys[v] == key:
+            return v, nvox
+        h = (h + 1) & mask
+
+
+@numba.njit(cache=True)
+def _assign_serial(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, dense):
+    """Pass 1: per-point (voxel id, slot) with the caps applied; -1 voxel id = dropped."""
+    n = points.shape[0]
+    cap = min(n, max_voxels)
+    table, mask, shift = _make_table(gx * gy * gz, cap, dense)
+    vkeys = np.empty(cap, dtype=np.int64)
+    counts = np.zeros(cap, dtype=np.int32)
+    pvid = np.empty(n, dtype=np.int32)
+    pslot = np.empty(n, dtype=np.int32)
+    nvox = 0
+    last_key = np.int64(-1)
+    last_vid = -1
+    for i in range(n):
+        key = _point_key(points, i, vsize, rmin, gx, gy, gz)
+        if key < 0:
+            pvid[i] = -1
+            continue
+        # Consecutive LiDAR returns usually share a voxel: skip the table for them.
+        if key != last_key:
+            last_vid, nvox = _find_or_open(key, table, mask, shift, dense, vkeys, nvox,
+                                           max_voxels)
+            last_key = key
+        vid = last_vid
+        if vid < 0 or counts[vid] >= max_points:
+            pvid[i] = -1
+            continue
+        pvid[i] = vid
+        pslot[i] = counts[vid]
+        counts[vid] += 1
+    return pvid, pslot, vkeys[:nvox].copy(), counts[:nvox].copy()
+
+
+@numba.njit(cache=True, parallel=True)
+def _keys_parallel(points, vsize, rmin, gx, gy, gz):
+    n = points.shape[0]
+    keys = np.empty(n, dtype=np.int64)
+    for i in prange(n):
+        keys[i] = _point_key(points, i, vsize, rmin, gx, gy, gz)
+    return keys
+
+
+@numba.njit(cache=True)
+def _assign_from_keys(keys, num_cells, max_points, max_voxels, dense):
+    """The serial hashing step of the parallel path; same decisions as _assign_serial."""
+    n = keys.shape[0]
+    cap = min(n, max_voxels)
+    table, mask, shift = _make_table(num_cells, cap, dense)
+    vkeys = np.empty(cap, dtype=np.int64)
+    counts = np.zeros(cap, dtype=np.int32)
+    pvid = np.empty(n, dtype=np.int32)
+    pslot = np.empty(n, dtype=np.int32)
+    nvox = 0
+    last_key = np.int64(-1)
+    last_vid = -1
+    for i in range(n):
+        key = keys[i]
+        if key < 0:
+            pvid[i] = -1
+            continue
+        if key != last_key:
+            last_vid, nvox = _find_or_open(key, table, mask, shift, dense, vkeys, nvox,
+                                           max_voxels)
+            last_key = key
+        vid = last_vid
+        if vid < 0 or counts[vid] >= max_points:
+            pvid[i] = -1
+            continue
+        pvid[i] = vid
+        pslot[i] = counts[vid]
+        counts[vid] += 1
+    return pvid, pslot, vkeys[:nvox].copy(), counts[:nvox].copy()
+
+
+@numba.njit(cache=True)
+def _coords_from_keys(vkeys, gx, gy):
+    m = vkeys.shape[0]
+    coords = np.empty((m, 3), dtype=np.int32)
+    for v in range(m):
+        k = vkeys[v]
+        coords[v, 2] = k % gx
+        coords[v, 1] = (k // gx) % gy
+        coords[v, 0] = k // (gx * gy)
+    return coords
+
+
+@numba.njit(cache=True)
+def _fill_serial(points, pvid, pslot, nvox, max_points):
+    n, c = points.shape
+    out = np.zeros((nvox, max_points, c), dtype=np.float32)
+    for i in range(n):
+        v = pvid[i]
+        if v >= 0:
+            s = pslot[i]
+            for k in range(c):
+                out[v, s, k] = points[i, k]
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _fill_parallel(points, pvid, pslot, nvox, max_points):
+    n, c = points.shape
+    out = np.zeros((nvox, max_points, c), dtype=np.float32)
+    # (voxel, slot) pairs are unique, so points write disjoint rows: no atomics needed.
+    for i in prange(n):
+        v = pvid[i]
+        if v >= 0:
+            s = pslot[i]
+            for k in range(c):
+                out[v, s, k] = points[i, k]
+    return out
+
+
+def _check_caps(max_points_per_voxel: int, max_voxels: int) -> tuple[int, int]:
+    p, m = int(max_points_per_voxel), int(max_voxels)
+    if p < 1 or m < 0:
+        raise ValueError(
+            f"need max_points_per_voxel >= 1 and max_voxels >= 0, got {p} and {m}"
+        )
+    return p, m
+
+
+def assign_voxels(
+    points: np.ndarray,
+    grid: VoxelGrid,
+    max_points_per_voxel: int,
+    max_voxels: int,
+    parallel: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hard-voxelization bookkeeping without copying point data (shared by pillars).
+
+    Args:
+        points: (N, C>=3) float32 C-contiguous [x, y, z, ...] in metres.
+        grid: the grid from ``make_grid``.
+        max_points_per_voxel: cap P on points kept per voxel.
+        max_voxels: cap on voxels kept.
+        parallel: compute voxel keys with Numba threads (same result).
+
+    Returns:
+        point_voxel (N,) int32 voxel id per point or -1 (outside / dropped by a cap),
+        point_slot (N,) int32 slot inside its voxel (undefined where point_voxel is -1),
+        coords_zyx (M, 3) int32, num_points (M,) int32.
+
+    """
+    gx, gy, gz = (int(g) for g in grid.shape_xyz)
+    dense = grid.num_cells <= _DENSE_TABLE_MAX_CELLS
+    if parallel:
+        keys = _keys_parallel(points, grid.voxel_size, grid.range_min, gx, gy, gz)
+        pvid, pslot, vkeys, counts = _assign_from_keys(
+            keys, grid.num_cells, max_points_per_voxel, max_voxels, dense
+        )
+    else:
+        pvid, pslot, vkeys, counts = _assign_serial(
+            points, grid.voxel_size, grid.range_min, gx, gy, gz, max_points_per_voxel,
+            max_voxels, dense,
+        )
+    return pvid, pslot, _coords_from_keys(vkeys, gx, gy), counts
+
+
+def hard_voxelize(
+    points: np.ndarray,
+    voxel_size_m,
+    point_range_m,
+    max_points_per_voxel: int,
+    max_voxels: int,
+    parallel: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group points into at most ``max_voxels`` voxels of at most ``max_points_per_voxel``.
+
+    Args:
+        points: (N, C>=3) float32 [x, y, z, ...] in metres (other dtypes are cast to float32).
+        voxel_size_m: (3,) [dx, dy, dz] in metres.
+        point_range_m: (6,) [xmin, ymin, zmin, xmax, ymax, zmax] in metres.
+        max_points_per_voxel: P, points kept per voxel (later ones dropped).
+        max_voxels: voxels kept (voxels first seen later are dropped).
+        parallel: use Numba threads for the binning and the copy; output is identical.
+
+    Returns:
+        voxels (M, P, C) float32 zero-padded, coords_zyx (M, 3) int32, num_points (M,) int32,
+        voxels in order of their first point.
+
+    """
+    pts = as_points(points)
+    grid = make_grid(voxel_size_m, point_range_m)
+    p, m = _check_caps(max_points_per_voxel, max_voxels)
+    pvid, pslot, coords, counts = assign_voxels(pts, grid, p, m, parallel)
+    fill = _fill_parallel if parallel else _fill_serial
+    voxels = fill(pts, pvid, pslot, coords.shape[0], p)
+    return voxels, coords, counts
+
+
+@numba.njit(cache=True)
+def _dynamic_serial(points, vsize, rmin, gx, gy, gz):
+    n = points.shape[0]
+    out = np.empty((n, 3), dtype=np.int32)
+    for i in range(n):
+        key = _point_key(points, i, vsize, rmin, gx, gy, gz)
+        if key < 0:
+            out[i, 0] = -1
+            out[i, 1] = -1
+            out[i, 2] = -1
+        else:
+            out[i, 2] = key % gx
+            out[i, 1] = (key // gx) % gy
+            out[i, 0] = key // (gx * gy)
+    return out
+
+
+def dynamic_voxelize(points: np.ndarray, voxel_size_m, point_range_m) -> np.ndarray:
+    """Per-point voxel coordinates, for scatter-based (dynamic) voxel encoders.
+
+    Args:
+        points: (N, C>=3) float32 [x, y, z, ...] in metres.
+        voxel_size_m: (3,) [dx, dy, dz] in metres.
+        point_range_m: (6,) [xmin, ymin, zmin, xmax, ymax, zmax] in metres.
+
+    Returns:
+        coords_zyx (N, 3) int32; rows of points outside the range (or with NaN xyz) are -1.
+
+    """
+    pts = as_points(points)
+    grid = make_grid(voxel_size_m, point_range_m)
+    gx, gy, gz = (int(g) for g in grid.shape_xyz)
+    return _dynamic_serial(pts, grid.voxel_size, grid.range_min, gx, gy, gz)
+
+
+# ----------------------------------------------------------------------------------------
+# Plain-numpy references (vectorized, no Numba): the oracle the kernels are tested against.
+# ----------------------------------------------------------------------------------------
+
+
+def _reference_coords(pts: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    """(N, 3) int64 zyx coords, -1 rows outside; float32 arithmetic like spconv."""
+    n = pts.shape[0]
+    coords = np.full((n, 3), -1, dtype=np.int64)
+    valid = np.ones(n, dtype=bool)
+    f = np.empty((n, 3), dtype=np.float32)
+    for axis in range(3):
+        with np.errstate(invalid="ignore"):
+            f[:, axis] = np.floor((pts[:, axis] - grid.range_min[axis]) / grid.voxel_size[axis])
+            valid &= (f[:, axis] >= 0) & (f[:, axis] < grid.shape_xyz[axis])
+    coords[valid] = f[valid][:, ::-1].astype(np.int64)
+    return coords
+
+
+def dynamic_voxelize_reference(points: np.ndarray, voxel_size_m, point_range_m) -> np.ndarray:
+    """Numpy reference of ``dynamic_voxelize`` (same arguments and result)."""
+    pts = as_points(points)
+    grid = make_grid(voxel_size_m, point_range_m)
+    return _reference_coords(pts, grid).astype(np.int32)
+
+
+def hard_voxelize_reference(
+    points: np.ndarray,
+    voxel_size_m,
+    point_range_m,
+    max_points_per_voxel: int,
+    max_voxels: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numpy reference of ``hard_voxelize``: unique + first-occurrence ranks, no hashing."""
+    pts = as_points(points)
+    grid = make_grid(voxel_size_m, point_range_m)
+    p, m = _check_caps(max_points_per_voxel, max_voxels)
+    c = pts.shape[1]
+    coords = _reference_coords(pts, grid)
+    valid = np.flatnonzero(coords[:, 0] >= 0)
+    gx, gy = int(grid.shape_xyz[0]), int(grid.shape_xyz[1])
+    keys = (coords[valid, 0] * gy + coords[valid, 1]) * gx + coords[valid, 2]
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    # Voxel number = rank of its first point among all voxels' first points.
+    rank_of_uniq = np.empty(len(uniq), dtype=np.int64)
+    rank_of_uniq[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    vox = rank_of_uniq[inverse.reshape(-1)]
+    keep_vox = vox < m
+    valid, vox = valid[keep_vox], vox[keep_vox]
+    # Slot = how many earlier points share the voxel (stable sort keeps input order).
+    order = np.argsort(vox, kind="stable")
+    sorted_vox = vox[order]
+    starts = np.searchsorted(sorted_vox, sorted_vox, side="left")
+    slot = np.empty(len(vox), dtype=np.int64)
+    slot[order] = np.arange(len(vox)) - starts
+    keep = slot < p
+    valid, vox, slot = valid[keep], vox[keep], slot[keep]
+    nvox = min(len(uniq), m)
+    voxels = np.zeros((nvox, p, c), dtype=np.float32)
+    voxels[vox, slot] = pts[valid]
+    num_points = np.bincount(vox, minlength=nvox).astype(np.int32)
+    first_point = np.full(nvox, -1, dtype=np.int64)
+    first_point[vox[slot == 0]] = valid[slot == 0]
+    coords_out = coords[first_point].astype(np.int32).reshape(nvox, 3)
+    return voxels, coords_out, num_points
