@@ -8,6 +8,7 @@ of samples at a time, and those are turned into numpy columns before the next ch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from itertools import chain
 from operator import itemgetter
@@ -194,7 +195,12 @@ def _parse_json(raw: bytes | bytearray, path: Path) -> object:
     try:
         return orjson.loads(bytes(raw))
     except orjson.JSONDecodeError as e:
-        raise ResultsFormatError(f"{path}: invalid JSON ({e})") from None
+        # Python's json module writes NaN/Infinity, which strict JSON (orjson) rejects; files
+        # from other toolboxes can contain them, so fall back to the lenient parser.
+        try:
+            return json.loads(bytes(raw))
+        except ValueError:
+            raise ResultsFormatError(f"{path}: invalid JSON ({e})") from None
 
 
 def _parse_entries(pending: bytearray, base: int, start: int, end: int, path: Path) -> dict:
