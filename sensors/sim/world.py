@@ -1,0 +1,1374 @@
+"""Procedural worlds: roads, an ego trajectory, agents of the 10 nuScenes classes and scenery.
+
+A :class:`World` is built once per scene from a seeded generator and then queried at any time:
+``ego_pose(t)`` and ``agent_states(t)`` are pure functions of time, so LiDAR sweeps, camera
+frames, CAN bus messages and annotations all agree by construction.
+
+Geometry is made of oriented boxes ("parts"). An agent is a few parts inside its annotation
+box (a car = chassis with wheels + body + cabin); scenery (kerbs, walls, poles, trees,
+bollards) is parts with no annotation. The ground is the plane z = 0 with a material raster
+(asphalt, markings, sidewalk, grass) that both the LiDAR (intensity) and cameras (colour) read.
+Frames: everything here is in the global (map) frame, x east, y north, z up, metres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Classes, categories, sizes
+# ---------------------------------------------------------------------------------------------
+
+# Detection class -> nuScenes category name written to the category table.
+CLASS_CATEGORY: dict[str, str] = {
+    "car": "vehicle.car",
+    "truck": "vehicle.truck",
+    "bus": "vehicle.bus.rigid",
+    "trailer": "vehicle.trailer",
+    "construction_vehicle": "vehicle.construction",
+    "pedestrian": "human.pedestrian.adult",
+    "motorcycle": "vehicle.motorcycle",
+    "bicycle": "vehicle.bicycle",
+    "traffic_cone": "movable_object.trafficcone",
+    "barrier": "movable_object.barrier",
+}
+
+# Mean and spread of (width, length, height), metres, close to nuScenes' per-class statistics.
+CLASS_SIZE: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "car": ((1.95, 4.62, 1.73), (0.12, 0.35, 0.15)),
+    "truck": ((2.52, 6.94, 2.84), (0.2, 1.0, 0.35)),
+    "bus": ((2.94, 11.19, 3.47), (0.08, 0.8, 0.15)),
+    "trailer": ((2.92, 12.28, 3.87), (0.1, 1.2, 0.2)),
+    "construction_vehicle": ((2.82, 6.55, 3.20), (0.15, 0.6, 0.3)),
+    "pedestrian": ((0.67, 0.73, 1.77), (0.06, 0.08, 0.1)),
+    "motorcycle": ((0.77, 2.11, 1.47), (0.06, 0.12, 0.08)),
+    "bicycle": ((0.61, 1.70, 1.30), (0.05, 0.1, 0.06)),
+    "traffic_cone": ((0.41, 0.42, 1.07), (0.04, 0.04, 0.08)),
+    "barrier": ((2.53, 0.50, 0.98), (0.25, 0.05, 0.05)),
+}
+
+# LiDAR reflectivity (0-1, scaled to nuScenes-like 0-255 intensity) of named materials.
+REFLECTIVITY: dict[str, float] = {
+    "paint": 0.35,
+    "glass": 0.08,
+    "tire": 0.05,
+    "skin": 0.25,
+    "cloth": 0.2,
+    "metal": 0.45,
+    "retro": 0.95,  # retro-reflective cone stripes, plates, barrier sheeting
+    "plastic": 0.3,
+    "concrete": 0.22,
+    "brick": 0.18,
+    "wood": 0.15,
+    "foliage": 0.12,
+}
+
+# Ground materials in the ground raster (uint8 codes) with LiDAR reflectivity and RGB colour.
+GROUND_ASPHALT, GROUND_MARKING, GROUND_SIDEWALK, GROUND_GRASS, GROUND_LOT = 0, 1, 2, 3, 4
+GROUND_REFLECTIVITY = np.array([0.06, 0.55, 0.14, 0.08, 0.07], dtype=np.float32)
+GROUND_RGB = np.array(
+    [[82, 84, 88], [225, 225, 215], [160, 156, 148], [78, 112, 58], [92, 92, 96]], dtype=np.uint8
+)
+GROUND_RES_M = 0.2  # ground raster resolution, metres per cell
+
+VEHICLE_COLOURS = np.array(
+    [
+        [200, 30, 30],
+        [30, 60, 170],
+        [230, 230, 230],
+        [25, 25, 28],
+        [130, 130, 135],
+        [190, 160, 40],
+        [40, 120, 70],
+        [150, 80, 30],
+        [90, 20, 60],
+        [170, 190, 210],
+    ],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One box part of an object in the object's local frame.
+
+    Attributes:
+        center_m: (3,) centre, local frame (x along length, z up from the object's bottom).
+        size_m: (3,) full extent along local x, y, z (length, width, height).
+        rgb: colour 0-255.
+        reflectivity: LiDAR reflectivity 0-1.
+
+    """
+
+    center_m: tuple[float, float, float]
+    size_m: tuple[float, float, float]
+    rgb: tuple[float, float, float]
+    reflectivity: float
+
+
+def _p(cx, cy, z0, lx, wy, hz, rgb, material) -> PartSpec:
+    """Part from its centre x/y, bottom z and extents (local frame)."""
+    return PartSpec(
+        (float(cx), float(cy), float(z0 + hz / 2.0)),
+        (float(lx), float(wy), float(hz)),
+        tuple(float(c) for c in rgb),
+        REFLECTIVITY[material],
+    )
+
+
+def agent_parts(cls: str, wlh: np.ndarray, colour: np.ndarray, with_rider: bool) -> list[PartSpec]:
+    """Box parts of an agent of class ``cls`` inside its ``wlh`` annotation box.
+
+    Parts stay strictly inside the annotation box (1 cm margin) so that every LiDAR return on
+    an agent falls inside its box.
+    """
+    w, length, h = (float(v) for v in wlh)
+    m = 0.01
+    L, W, H = length - 2 * m, w - 2 * m, h - 2 * m  # noqa: N806 - short extents
+    dark = (30, 30, 32)
+    glass = (60, 80, 100)
+    col = tuple(colour)
+    if cls == "car":
+        return [
+            _p(0, 0, m, L * 0.78, W * 0.96, 0.36 * H, dark, "tire"),
+            _p(0, 0, m + 0.3 * H, L, W, 0.32 * H, col, "paint"),
+            _p(-0.06 * L, 0, m + 0.6 * H, 0.52 * L, W * 0.9, 0.4 * H, glass, "glass"),
+        ]
+    if cls == "truck":
+        return [
+            _p(0, 0, m, L * 0.9, W * 0.9, 0.3 * H, dark, "tire"),
+            _p(0.38 * L, 0, m + 0.25 * H, 0.22 * L, W, 0.72 * H, col, "paint"),
+            _p(-0.12 * L, 0, m + 0.25 * H, 0.76 * L, W, 0.75 * H, (210, 210, 205), "metal"),
+        ]
+    if cls == "bus":
+        return [
+            _p(0, 0, m, L * 0.94, W * 0.94, 0.12 * H, dark, "tire"),
+            _p(0, 0, m + 0.1 * H, L, W, 0.45 * H, col, "paint"),
+            _p(0, 0, m + 0.55 * H, L, W * 0.99, 0.45 * H, glass, "glass"),
+        ]
+    if cls == "trailer":
+        return [
+            _p(-0.3 * L, 0, m, L * 0.3, W * 0.85, 0.3 * H, dark, "tire"),
+            _p(0.44 * L, 0, m + 0.22 * H, L * 0.06, W * 0.3, 0.1 * H, dark, "metal"),
+            _p(0, 0, m + 0.3 * H, L, W, 0.7 * H, (200, 200, 195), "metal"),
+        ]
+    if cls == "construction_vehicle":
+        yellow = (225, 170, 20)
+        return [
+            _p(0, 0, m, L * 0.8, W, 0.3 * H, dark, "tire"),
+            _p(-0.1 * L, 0, m + 0.28 * H, 0.75 * L, W * 0.95, 0.35 * H, yellow, "paint"),
+            _p(-0.2 * L, 0.15 * W, m + 0.6 * H, 0.3 * L, W * 0.5, 0.4 * H, glass, "glass"),
+            _p(0.3 * L, -0.1 * W, m + 0.45 * H, 0.4 * L, W * 0.2, 0.25 * H, yellow, "metal"),
+        ]
+    if cls == "pedestrian":
+        return [
+            _p(0, 0, m, L * 0.35, W * 0.45, 0.47 * H, (40, 45, 70), "cloth"),
+            _p(0, 0, m + 0.47 * H, L * 0.45, W * 0.9, 0.38 * H, col, "cloth"),
+            _p(0, 0, m + 0.86 * H, L * 0.3, W * 0.35, 0.14 * H, (200, 160, 130), "skin"),
+        ]
+    if cls in ("motorcycle", "bicycle"):
+        parts = [
+            _p(0, 0, m, L, W * 0.25, 0.5 * H if with_rider else 0.75 * H, dark, "tire"),
+            _p(0, 0, m + 0.3 * H, L * 0.6, W * 0.4, 0.25 * H, col, "metal"),
+        ]
+        if with_rider:
+            parts.append(_p(-0.05 * L, 0, m + 0.5 * H, 0.3 * L, W, 0.5 * H, (60, 60, 90), "cloth"))
+        return parts
+    if cls == "traffic_cone":
+        return [
+            _p(0, 0, m, L, W, 0.06 * H, dark, "plastic"),
+            _p(0, 0, m + 0.06 * H, L * 0.6, W * 0.6, 0.45 * H, (245, 110, 20), "retro"),
+            _p(0, 0, m + 0.51 * H, L * 0.35, W * 0.35, 0.49 * H, (250, 250, 250), "retro"),
+        ]
+    if cls == "barrier":
+        return [
+            _p(0, 0, m, L * 0.8, W, 0.55 * H, (235, 235, 235), "plastic"),
+            _p(0, 0, m + 0.55 * H, L * 0.6, W, 0.45 * H, (220, 40, 30), "retro"),
+        ]
+    raise ValueError(f"unknown class {cls!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Path:
+    """A polyline resampled every ``STEP`` metres, with arc length and heading.
+
+    Attributes:
+        xy: (M, 2) float64 points, metres.
+        s: (M,) cumulative arc length, metres.
+        heading: (M,) tangent heading, radians.
+
+    """
+
+    xy: np.ndarray
+    s: np.ndarray
+    heading: np.ndarray
+
+    STEP = 0.25
+
+    @staticmethod
+    def from_polyline(points: np.ndarray) -> Path:
+        """Resample a dense polyline uniformly in arc length."""
+        pts = np.asarray(points, dtype=np.float64)
+        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+        keep = np.concatenate([[True], seg > 1e-9])
+        pts = pts[keep]
+        s_raw = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+        s = np.arange(0.0, s_raw[-1], Path.STEP)
+        xy = np.stack([np.interp(s, s_raw, pts[:, 0]), np.interp(s, s_raw, pts[:, 1])], axis=1)
+        d = np.gradient(xy, axis=0)
+        heading = np.unwrap(np.arctan2(d[:, 1], d[:, 0]))
+        return Path(xy, s, heading)
+
+    @property
+    def length(self) -> float:
+        """Arc length, metres."""
+        return float(self.s[-1])
+
+    def pose(self, s: np.ndarray | float, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Points ``offset`` metres left of the path at arc length(s) ``s``, and heading(s).
+
+        Beyond the ends the path is extended straight.
+        """
+        s_arr = np.atleast_1d(np.asarray(s, dtype=np.float64))
+        sc = np.clip(s_arr, 0.0, self.length)
+        x = np.interp(sc, self.s, self.xy[:, 0])
+        y = np.interp(sc, self.s, self.xy[:, 1])
+        hd = np.interp(sc, self.s, self.heading)
+        extra = s_arr - sc
+        x = x + extra * np.cos(hd) - offset * np.sin(hd)
+        y = y + extra * np.sin(hd) + offset * np.cos(hd)
+        return np.stack([x, y], axis=1), hd
+
+    def curvature(self, s: np.ndarray) -> np.ndarray:
+        """|d heading / ds| at arc length(s) ``s``, 1/metres."""
+        k = np.abs(np.gradient(self.heading, self.s))
+        return np.interp(np.clip(s, 0, self.length), self.s, k)
+
+    def project(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Arc length and signed lateral offset (left +) of points ``xy`` (K, 2)."""
+        d2 = ((xy[:, None, :] - self.xy[None, ::4, :]) ** 2).sum(-1)
+        idx = np.argmin(d2, axis=1) * 4
+        rel = xy - self.xy[idx]
+        hd = self.heading[idx]
+        along = rel[:, 0] * np.cos(hd) + rel[:, 1] * np.sin(hd)
+        lat = -rel[:, 0] * np.sin(hd) + rel[:, 1] * np.cos(hd)
+        return self.s[idx] + along, lat
+
+
+def fillet_polyline(waypoints: list[tuple[float, float]], radii: list[float]) -> np.ndarray:
+    """Dense polyline through ``waypoints`` with each inner corner rounded by an arc.
+
+    Args:
+        waypoints: K >= 2 points.
+        radii: K - 2 fillet radii (metres), one per inner waypoint.
+
+    Returns:
+        (M, 2) float64 points.
+
+    """
+    wp = np.asarray(waypoints, dtype=np.float64)
+    out = [wp[0]]
+    for i in range(1, len(wp) - 1):
+        a, b, c = wp[i - 1], wp[i], wp[i + 1]
+        u = (a - b) / np.linalg.norm(a - b)
+        v = (c - b) / np.linalg.norm(c - b)
+        theta = np.arccos(np.clip(np.dot(u, v), -1.0, 1.0))
+        r = radii[i - 1]
+        if theta > np.pi - 1e-6:  # straight through
+            out.append(b)
+            continue
+        tdist = r / np.tan(theta / 2.0)
+        p1, p2 = b + u * tdist, b + v * tdist
+        bis = (u + v) / np.linalg.norm(u + v)
+        centre = b + bis * (r / np.sin(theta / 2.0))
+        a1 = np.arctan2(p1[1] - centre[1], p1[0] - centre[0])
+        a2 = np.arctan2(p2[1] - centre[1], p2[0] - centre[0])
+        da = (a2 - a1 + np.pi) % (2 * np.pi) - np.pi
+        n = max(8, int(abs(da) * r / 0.25))
+        ang = a1 + da * np.linspace(0.0, 1.0, n)
+        out.extend(np.stack([centre[0] + r * np.cos(ang), centre[1] + r * np.sin(ang)], axis=1))
+    out.append(wp[-1])
+    pts = [np.asarray(out[0])]
+    for p in out[1:]:
+        p = np.asarray(p)
+        # Densify straight runs so that arc-length resampling sees them.
+        n = max(1, int(np.linalg.norm(p - pts[-1]) / 1.0))
+        start = pts[-1]
+        for k in range(1, n + 1):
+            pts.append(start + (p - start) * (k / n))
+    return np.asarray(pts, dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Road:
+    """A road: centreline and cross-section, metres.
+
+    Attributes:
+        path: centreline.
+        half_width_m: asphalt half width (kerb line).
+        lane_width_m: width of one driving lane.
+        lanes_per_dir: driving lanes in each direction.
+        sidewalk_m: sidewalk width beyond the kerb (0 = none, e.g. highway shoulder grass).
+        kerbs: whether raised kerbs line the asphalt.
+        centre_line: "double" (urban), "barrier" (highway median), "none".
+
+    """
+
+    path: Path
+    half_width_m: float
+    lane_width_m: float
+    lanes_per_dir: int
+    sidewalk_m: float
+    kerbs: bool = True
+    centre_line: str = "double"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ego motion
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class EgoMotion:
+    """Ego arc length, speed and acceleration sampled at ``DT`` along ``path``.
+
+    Attributes:
+        path: the driven path (lane centre).
+        t: (T,) seconds from scene start.
+        s: (T,) arc length, metres.
+        v: (T,) speed, m/s.
+        a: (T,) longitudinal acceleration, m/s^2.
+        brake: (T,) brake command 0-1 (from negative acceleration).
+        aeb: (T,) bool, an emergency brake is active (deceleration beyond comfort for an
+            obstacle in the path).
+
+    """
+
+    path: Path
+    t: np.ndarray
+    s: np.ndarray
+    v: np.ndarray
+    a: np.ndarray
+    brake: np.ndarray
+    aeb: np.ndarray
+
+    DT = 0.01
+
+    def at(self, t: np.ndarray | float) -> dict[str, np.ndarray]:
+        """Interpolated state at time(s) ``t``: xy, yaw, s, v, a, yaw_rate, brake, aeb."""
+        tt = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        s = np.interp(tt, self.t, self.s)
+        v = np.interp(tt, self.t, self.v)
+        a = np.interp(tt, self.t, self.a)
+        xy, yaw = self.path.pose(s)
+        # yaw rate = v * curvature (signed)
+        dh = np.gradient(self.path.heading, self.path.s)
+        k = np.interp(np.clip(s, 0, self.path.length), self.path.s, dh)
+        idx = np.clip(np.round(tt / self.DT).astype(np.int64), 0, len(self.t) - 1)
+        return {
+            "xy": xy,
+            "yaw": yaw,
+            "s": s,
+            "v": v,
+            "a": a,
+            "yaw_rate": v * k,
+            "brake": np.interp(tt, self.t, self.brake),
+            "aeb": self.aeb[idx],
+        }
+
+
+def plan_speed(
+    path: Path,
+    duration_s: float,
+    v_cruise: float,
+    v0: float,
+    stops: list[tuple[float, float, float]],
+    a_max: float = 1.6,
+    a_lat_max: float = 2.0,
+    comfort_decel: float = 2.5,
+) -> EgoMotion:
+    """Integrate a longitudinal speed profile along ``path``.
+
+    Args:
+        path: driven path.
+        duration_s: seconds to simulate (a little margin is added).
+        v_cruise: target speed, m/s.
+        v0: initial speed, m/s.
+        stops: (s_stop, release_time_s, decel) triples: stop before arc length ``s_stop`` and
+            stay until ``release_time_s`` (inf = for good). ``decel`` > comfort marks an
+            emergency stop: braking starts late, at that deceleration, and sets ``aeb``.
+        a_max: max acceleration, m/s^2.
+        a_lat_max: lateral acceleration limit through curves, m/s^2.
+        comfort_decel: normal braking deceleration, m/s^2.
+
+    Returns:
+        The sampled motion.
+
+    """
+    dt = EgoMotion.DT
+    n = int(np.ceil((duration_s + 1.0) / dt)) + 1
+    t = np.arange(n) * dt
+    s = np.zeros(n)
+    v = np.zeros(n)
+    a = np.zeros(n)
+    aeb = np.zeros(n, dtype=bool)
+    s[0], v[0] = 0.0, v0
+    look = np.linspace(0.0, 40.0, 41)
+    for i in range(1, n):
+        si, vi = s[i - 1], v[i - 1]
+        # Curvature limit looking ahead: v^2 <= a_lat/k at each point, reachable by braking.
+        k = path.curvature(si + look)
+        v_curve = np.sqrt(a_lat_max / np.maximum(k, 1e-4))
+        v_allow = np.sqrt(v_curve**2 + 2 * comfort_decel * look).min()
+        v_des = min(v_cruise, v_allow)
+        decel_needed = 0.0
+        emergency = False
+        for s_stop, release, decel in stops:
+            if t[i] >= release or si > s_stop + 0.5:
+                continue
+            gap = max(s_stop - si, 0.0)
+            if decel > comfort_decel:
+                # Emergency: ignore until the comfortable stopping distance is exceeded.
+                if vi**2 / (2 * max(gap, 1e-3)) > comfort_decel * 1.3 or gap < 0.3:
+                    need = vi**2 / (2 * max(gap, 0.05))
+                    decel_needed = max(decel_needed, min(need, decel))
+                    emergency = emergency or vi > 0.05
+                continue
+            v_des = min(v_des, np.sqrt(2 * comfort_decel * max(gap - 0.2, 0.0)))
+        if decel_needed > 0:
+            acc = -decel_needed
+            aeb[i] = emergency
+        else:
+            acc = np.clip((v_des - vi) / 0.8, -comfort_decel * 1.2, a_max)
+        # Smooth the command a little (vehicle dynamics), except emergencies.
+        if not aeb[i]:
+            acc = 0.7 * a[i - 1] + 0.3 * acc
+        vn = max(vi + acc * dt, 0.0)
+        a[i] = (vn - vi) / dt
+        v[i] = vn
+        s[i] = si + 0.5 * (vi + vn) * dt
+    brake = np.clip(-a / 8.0, 0.0, 1.0)
+    return EgoMotion(path, t, s, v, a, brake, aeb)
+
+
+# ---------------------------------------------------------------------------------------------
+# Agents
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Agent:
+    """An annotated object with a trajectory.
+
+    Attributes:
+        cls: detection class name.
+        wlh: (3,) width, length, height, metres.
+        parts: box parts in the local frame (bottom at z = 0).
+        kind: "static" (fixed pose), "path" (moves along a path), "ego_follow" (moves along
+            the ego path at a fixed gap ahead), "linear" (straight line between two points over
+            a time window, standing otherwise).
+        attribute_moving / attribute_still: nuScenes attribute names when moving / not.
+        params: trajectory parameters (see ``World.agent_states``).
+
+    """
+
+    cls: str
+    wlh: np.ndarray
+    parts: tuple[PartSpec, ...]
+    kind: str
+    attribute_moving: str
+    attribute_still: str
+    params: dict = field(default_factory=dict)
+
+
+ATTR_VEHICLE = ("vehicle.moving", "vehicle.parked")
+ATTR_PED = ("pedestrian.moving", "pedestrian.standing")
+
+
+@dataclass(frozen=True, eq=False)
+class AgentStates:
+    """All agents at one time (global frame).
+
+    Attributes:
+        center: (A, 3) box centres, metres.
+        yaw: (A,) headings, radians.
+        velocity: (A, 2) vx, vy, m/s.
+        wlh: (A, 3).
+        attributes: A attribute names ("" for cones/barriers).
+
+    """
+
+    center: np.ndarray
+    yaw: np.ndarray
+    velocity: np.ndarray
+    wlh: np.ndarray
+    attributes: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Primitives:
+    """Oriented boxes for ray casting and rendering (global frame).
+
+    Attributes:
+        center: (P, 3) float64. half: (P, 3) float64 half extents (local x, y, z).
+        yaw: (P,) float64. rgb: (P, 3) float32 0-255. reflectivity: (P,) float32.
+        owner: (P,) int32 agent index, -1 for scenery.
+
+    """
+
+    center: np.ndarray
+    half: np.ndarray
+    yaw: np.ndarray
+    rgb: np.ndarray
+    reflectivity: np.ndarray
+    owner: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# World
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class GroundMap:
+    """Ground material raster over the scene area.
+
+    Attributes:
+        material: (H, W) uint8 material codes (GROUND_*); row 0 at ``origin_xy[1]``.
+        rgb: (H, W, 3) uint8 camera colour with texture noise.
+        origin_xy: (2,) global x, y of cell (0, 0)'s corner, metres.
+        res_m: metres per cell.
+
+    """
+
+    material: np.ndarray
+    rgb: np.ndarray
+    origin_xy: np.ndarray
+    res_m: float
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """One scene's world.
+
+    Attributes:
+        scenario: scenario kind. condition: "clear" / "fog" / "rain" / "night".
+        description: human-readable scene description (goes into the scene table).
+        roads: roads (global frame).
+        ego: ego motion.
+        agents: annotated agents.
+        scenery: static unannotated parts (global frame).
+        ground: ground raster.
+        duration_s: scene length, seconds.
+        map_name: location name for the log table.
+
+    """
+
+    scenario: str
+    condition: str
+    description: str
+    roads: tuple[Road, ...]
+    ego: EgoMotion
+    agents: tuple[Agent, ...]
+    scenery: Primitives
+    ground: GroundMap
+    duration_s: float
+    map_name: str
+
+    def ego_pose(self, t: float) -> tuple[np.ndarray, float]:
+        """Ego (x, y) and yaw at time ``t`` seconds."""
+        st = self.ego.at(t)
+        return st["xy"][0], float(st["yaw"][0])
+
+    def agent_states(self, t: float) -> AgentStates:
+        """Pose, velocity and attribute of every agent at time ``t``."""
+        n = len(self.agents)
+        center = np.zeros((n, 3))
+        yaw = np.zeros(n)
+        vel = np.zeros((n, 2))
+        wlh = np.zeros((n, 3))
+        attrs = []
+        dt = 0.05
+        for i, ag in enumerate(self.agents):
+            p0, y0 = self._agent_xy_yaw(ag, t)
+            p1, _ = self._agent_xy_yaw(ag, t + dt)
+            pm, _ = self._agent_xy_yaw(ag, t - dt)
+            v = (p1 - pm) / (2 * dt)
+            center[i, :2] = p0
+            center[i, 2] = ag.wlh[2] / 2.0
+            yaw[i] = y0
+            vel[i] = v
+            wlh[i] = ag.wlh
+            moving = float(np.hypot(*v)) > 0.2
+            if ag.cls in ("traffic_cone", "barrier"):
+                attrs.append("")
+            elif moving:
+                attrs.append(ag.attribute_moving)
+            else:
+                attrs.append(ag.attribute_still)
+        return AgentStates(center, yaw, vel, wlh, tuple(attrs))
+
+    def _agent_xy_yaw(self, ag: Agent, t: float) -> tuple[np.ndarray, float]:
+        p = ag.params
+        if ag.kind == "static":
+            return np.asarray(p["xy"], dtype=np.float64), float(p["yaw"])
+        if ag.kind == "path":
+            path: Path = p["path"]
+            s = p["s0"] + p["speed"] * t
+            xy, hd = path.pose(s, p["offset"])
+            yaw = hd[0] + (np.pi if p["speed"] < 0 else 0.0)
+            return xy[0], float(yaw)
+        if ag.kind == "ego_follow":
+            s_ego = float(np.interp(t, self.ego.t, self.ego.s))
+            xy, hd = self.ego.path.pose(s_ego + p["gap"])
+            return xy[0], float(hd[0])
+        if ag.kind == "linear":
+            a, b = np.asarray(p["a"]), np.asarray(p["b"])
+            t0, t1 = p["t0"], p["t1"]
+            f = float(np.clip((t - t0) / (t1 - t0), 0.0, 1.0))
+            d = b - a
+            return a + f * d, float(np.arctan2(d[1], d[0]))
+        raise ValueError(f"unknown agent kind {ag.kind}")
+
+    def primitives(self, t: float, states: AgentStates | None = None) -> Primitives:
+        """All parts (agents at time ``t`` + scenery) as one set of oriented boxes."""
+        st = self.agent_states(t) if states is None else states
+        cen, half, yaw, rgb, refl, owner = [], [], [], [], [], []
+        for i, ag in enumerate(self.agents):
+            c, s = np.cos(st.yaw[i]), np.sin(st.yaw[i])
+            base = st.center[i] - np.array([0.0, 0.0, ag.wlh[2] / 2.0])
+            for part in ag.parts:
+                lx, ly, lz = part.center_m
+                cen.append(base + np.array([lx * c - ly * s, lx * s + ly * c, lz]))
+                half.append(np.asarray(part.size_m) / 2.0)
+                yaw.append(st.yaw[i])
+                rgb.append(part.rgb)
+                refl.append(part.reflectivity)
+                owner.append(i)
+        sc = self.scenery
+        if cen:
+            center = np.concatenate([np.asarray(cen), sc.center])
+            halfs = np.concatenate([np.asarray(half), sc.half])
+            yaws = np.concatenate([np.asarray(yaw), sc.yaw])
+            rgbs = np.concatenate([np.asarray(rgb, dtype=np.float32), sc.rgb])
+            refls = np.concatenate([np.asarray(refl, dtype=np.float32), sc.reflectivity])
+            owners = np.concatenate([np.asarray(owner, dtype=np.int32), sc.owner])
+        else:
+            center, halfs, yaws, rgbs, refls, owners = (
+                sc.center,
+                sc.half,
+                sc.yaw,
+                sc.rgb,
+                sc.reflectivity,
+                sc.owner,
+            )
+        return Primitives(center, halfs, yaws, rgbs, refls, owners)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scene construction
+# ---------------------------------------------------------------------------------------------
+
+FRONT_OVERHANG_M = 3.45  # rear axle (ego origin) to front bumper
+URBAN_HALF_M, URBAN_LANE_M, URBAN_SIDEWALK_M = 6.8, 3.5, 3.4
+BIKE_LANE_D, PARK_LANE_D = 4.0, 5.65
+HIGHWAY_LANE_M, HIGHWAY_HALF_M = 3.7, 14.1
+MAP_NAMES = (
+    "singapore-onenorth",
+    "boston-seaport",
+    "singapore-queenstown",
+    "singapore-hollandvillage",
+)
+
+
+class _Builder:
+    """Accumulates agents and scenery parts while a scene is laid out."""
+
+    def __init__(self, rng: np.random.Generator, scale: float) -> None:
+        self.rng = rng
+        self.scale = scale
+        self.agents: list[Agent] = []
+        self.occupied: list[tuple[np.ndarray, float]] = []  # (xy, radius) of placed statics
+        self.s_cen: list[np.ndarray] = []
+        self.s_half: list[np.ndarray] = []
+        self.s_yaw: list[float] = []
+        self.s_rgb: list[tuple[float, float, float]] = []
+        self.s_refl: list[float] = []
+
+    # -- helpers ------------------------------------------------------------------------------
+    def size(self, cls: str) -> np.ndarray:
+        mean, sd = CLASS_SIZE[cls]
+        z = np.clip(self.rng.standard_normal(3), -2.0, 2.0)
+        return np.round(np.asarray(mean) + z * np.asarray(sd), 3)
+
+    def colour(self, cls: str) -> np.ndarray:
+        if cls == "pedestrian":
+            return self.rng.uniform(30, 220, 3).round()
+        if cls == "bus":
+            return np.array([[200, 40, 40], [240, 240, 235], [30, 90, 170]])[self.rng.integers(3)]
+        base = VEHICLE_COLOURS[self.rng.integers(len(VEHICLE_COLOURS))]
+        return np.clip(base + self.rng.normal(0, 8, 3), 0, 255).round()
+
+    def free(self, xy: np.ndarray, radius: float) -> bool:
+        return all(np.hypot(*(xy - o)) > radius + r for o, r in self.occupied)
+
+    def add_agent(
+        self,
+        cls: str,
+        kind: str,
+        params: dict,
+        attrs: tuple[str, str] | None = None,
+        wlh: np.ndarray | None = None,
+        rider: bool = True,
+    ) -> Agent:
+        wlh = self.size(cls) if wlh is None else wlh
+        if cls in ("bicycle", "motorcycle"):
+            rider = rider and kind != "static"
+            attrs = ("cycle.with_rider", "cycle.with_rider") if rider else (
+                "cycle.without_rider", "cycle.without_rider"
+            )
+            if rider:
+                wlh = wlh.copy()
+                wlh[2] = round(wlh[2] + 0.35, 3)
+        elif attrs is None:
+            attrs = ATTR_PED if cls == "pedestrian" else ATTR_VEHICLE
+        parts = tuple(agent_parts(cls, wlh, self.colour(cls), rider))
+        ag = Agent(cls, wlh, parts, kind, attrs[0], attrs[1], params)
+        self.agents.append(ag)
+        if kind == "static":
+            self.occupied.append((np.asarray(params["xy"]), 0.5 * float(np.hypot(wlh[0], wlh[1]))))
+        return ag
+
+    def add_static(
+        self, cls: str, xy: np.ndarray, yaw: float, attrs=None, wlh=None, check=True
+    ) -> bool:
+        wlh = self.size(cls) if wlh is None else wlh
+        r = 0.5 * float(np.hypot(wlh[0], wlh[1]))
+        if check and not self.free(xy, r):
+            return False
+        self.add_agent(cls, "static", {"xy": np.asarray(xy, float), "yaw": float(yaw)}, attrs, wlh)
+        return True
+
+    def part(self, xy, z0, length, width, height, yaw, rgb, material) -> None:
+        self.s_cen.append(np.array([xy[0], xy[1], z0 + height / 2.0]))
+        self.s_half.append(np.array([length, width, height]) / 2.0)
+        self.s_yaw.append(float(yaw))
+        self.s_rgb.append(tuple(float(c) for c in rgb))
+        self.s_refl.append(REFLECTIVITY[material])
+
+    def scenery(self) -> Primitives:
+        n = len(self.s_cen)
+        return Primitives(
+            np.asarray(self.s_cen, dtype=np.float64).reshape(n, 3),
+            np.asarray(self.s_half, dtype=np.float64).reshape(n, 3),
+            np.asarray(self.s_yaw, dtype=np.float64).reshape(n),
+            np.asarray(self.s_rgb, dtype=np.float32).reshape(n, 3),
+            np.asarray(self.s_refl, dtype=np.float32).reshape(n),
+            np.full(n, -1, dtype=np.int32),
+        )
+
+
+def _on_other_road(xy: np.ndarray, roads: list[Road], own: Road, margin: float) -> bool:
+    """True when ``xy`` lies on (or within ``margin`` of) a road other than ``own``."""
+    for rd in roads:
+        if rd is own:
+            continue
+        s, lat = rd.path.project(xy[None])
+        near = abs(lat[0]) < rd.half_width_m + rd.sidewalk_m + margin
+        if near and -5 < s[0] < rd.path.length + 5:
+            return True
+    return False
+
+
+def _road_scenery(b: _Builder, road: Road, roads: list[Road], s_range: tuple[float, float]) -> None:
+    """Kerbs, poles, trees, buildings or guard rails along ``road`` within ``s_range``."""
+    rng = b.rng
+    s0, s1 = max(0.0, s_range[0]), min(road.path.length, s_range[1])
+    hw = road.half_width_m
+    for side in (-1.0, 1.0):
+        if road.kerbs:
+            for s in np.arange(s0, s1, 3.0):
+                xy, hd = road.path.pose(s + 1.5, side * (hw + 0.15))
+                if _on_other_road(xy[0], roads, road, 0.5):
+                    continue
+                b.part(xy[0], 0.0, 3.0, 0.3, 0.15, hd[0], (150, 150, 145), "concrete")
+        if road.centre_line == "barrier" and side > 0:
+            for s in np.arange(s0, s1, 4.0):
+                xy, hd = road.path.pose(s + 2.0, 0.0)
+                b.part(xy[0], 0.0, 4.0, 0.6, 0.85, hd[0], (175, 175, 170), "concrete")
+        if road.sidewalk_m == 0.0:
+            # Highway: guard rail on posts beyond the shoulder, trees further out.
+            for s in np.arange(s0, s1, 4.0):
+                xy, hd = road.path.pose(s + 2.0, side * (hw + 0.6))
+                b.part(xy[0], 0.45, 4.0, 0.12, 0.32, hd[0], (190, 195, 200), "metal")
+                b.part(xy[0], 0.0, 0.12, 0.12, 0.45, hd[0], (120, 120, 120), "metal")
+            for s in np.arange(s0, s1, rng.uniform(6, 12)):
+                d = side * (hw + rng.uniform(4.0, 18.0))
+                xy, _ = road.path.pose(s, d)
+                _tree(b, xy[0])
+            continue
+        edge = hw + 0.3
+        for s in np.arange(s0 + rng.uniform(0, 20), s1, rng.uniform(22, 30)):
+            xy, hd = road.path.pose(s, side * (edge + 0.5))
+            if _on_other_road(xy[0], roads, road, 0.5):
+                continue
+            b.part(xy[0], 0.0, 0.22, 0.22, 6.5, hd[0], (110, 110, 115), "metal")
+            arm, _ = road.path.pose(s, side * (edge - 1.0))
+            b.part(arm[0], 6.3, 0.2, 3.0, 0.2, hd[0], (110, 110, 115), "metal")
+            b.occupied.append((xy[0], 0.3))
+        for s in np.arange(s0 + rng.uniform(0, 10), s1, rng.uniform(9, 16)):
+            xy, _ = road.path.pose(s, side * (edge + road.sidewalk_m - 0.9))
+            if _on_other_road(xy[0], roads, road, 1.0) or not b.free(xy[0], 1.0):
+                continue
+            _tree(b, xy[0])
+            b.occupied.append((xy[0], 0.4))
+        s = s0 + rng.uniform(0, 8)
+        while s < s1:
+            length = rng.uniform(10, 30)
+            depth = rng.uniform(10, 16)
+            setback = edge + road.sidewalk_m + rng.uniform(0.5, 5.0)
+            xy, hd = road.path.pose(s + length / 2, side * (setback + depth / 2))
+            corners_ok = not _on_other_road(xy[0], roads, road, depth / 2 + length / 2)
+            if corners_ok and rng.uniform() < 0.85:
+                height = rng.uniform(5, 22)
+                tone = rng.uniform(0.6, 1.1)
+                base = np.array([[170, 110, 90], [200, 195, 185], [150, 150, 160], [190, 170, 130]])
+                rgb = np.clip(base[rng.integers(4)] * tone, 0, 255)
+                b.part(xy[0], 0.0, length, depth, height, hd[0], rgb, "brick")
+            s += length + rng.uniform(0.5, 8)
+
+
+def _tree(b: _Builder, xy: np.ndarray) -> None:
+    rng = b.rng
+    h_trunk = rng.uniform(1.8, 3.0)
+    crown = rng.uniform(2.0, 3.6)
+    yaw = rng.uniform(0, np.pi)
+    b.part(xy, 0.0, 0.3, 0.3, h_trunk + 0.3, yaw, (90, 65, 40), "wood")
+    g = rng.uniform(0.7, 1.1)
+    b.part(xy, h_trunk, crown, crown, crown * rng.uniform(0.8, 1.3), yaw, (50 * g, 105 * g, 45 * g),
+           "foliage")
+
+
+def _work_zone(b: _Builder, road: Road, s_w: float, d_side: float, edge: float) -> None:
+    """Cones and barriers closing the lane edge, a construction vehicle, a trailer, a worker
+    and a parked bicycle on side ``sign(d_side)`` from arc length ``s_w``.
+    """
+    rng = b.rng
+    sign = np.sign(d_side)
+    length = 28.0
+    for k, s in enumerate(np.arange(s_w, s_w + length, 3.5)):
+        xy, hd = road.path.pose(s, d_side)
+        if k in (0, 4, 7):
+            b.add_static("barrier", xy[0], hd[0] + np.pi / 2 + rng.normal(0, 0.05), check=False)
+        else:
+            b.add_static("traffic_cone", xy[0], rng.uniform(-np.pi, np.pi), check=False)
+    xy, hd = road.path.pose(s_w - 1.5, d_side + sign * 1.4)
+    b.add_static("barrier", xy[0], hd[0], check=False)
+    cv = b.size("construction_vehicle")
+    xy, hd = road.path.pose(s_w + 8.0, sign * (edge + cv[0] / 2 - 0.6))
+    b.add_static("construction_vehicle", xy[0], hd[0] + rng.choice([0.0, np.pi]), wlh=cv,
+                 attrs=("vehicle.moving", "vehicle.stopped"), check=False)
+    tr = b.size("trailer")
+    s_tr = s_w + 8.0 + cv[1] / 2 + tr[1] / 2 + 1.5
+    xy, hd = road.path.pose(s_tr, sign * (edge + tr[0] / 2 - 0.3))
+    b.add_static("trailer", xy[0], hd[0], wlh=tr, check=False)
+    xy, hd = road.path.pose(s_w + 4.0, sign * (edge - 0.8))
+    b.add_static("pedestrian", xy[0], hd[0] + rng.uniform(-2, 2), check=False)
+    xy, hd = road.path.pose(s_w + 2.0, sign * (edge + 1.0))
+    b.add_static("bicycle", xy[0], hd[0] + np.pi / 2, check=False)
+
+
+def _ego_s_at(ego: EgoMotion, t: float) -> float:
+    return float(np.interp(t, ego.t, ego.s))
+
+
+def _crossing_ok(ego: EgoMotion, road: Road, s_c: float, t0: float, t1: float) -> bool:
+    """A pedestrian crossing ``road`` at arc length ``s_c`` during [t0, t1] keeps clear of the
+    ego (who drives along ``road``).
+    """
+    tt = np.linspace(t0 - 1.0, t1 + 1.0, 40)
+    xy, _ = road.path.pose(s_c)
+    ego_xy, _ = ego.path.pose(np.interp(tt, ego.t, ego.s))
+    return bool(np.all(np.hypot(*(ego_xy - xy[0]).T) > 14.0))
+
+
+def _traffic(
+    b: _Builder,
+    road: Road,
+    ego: EgoMotion,
+    duration: float,
+    lane_centres_same: list[float],
+    lane_centres_oncoming: list[float],
+    speed_range: tuple[float, float],
+    s_mid: float,
+    urban: bool,
+) -> None:
+    """Moving vehicles on ``road``'s lanes other than the ego's, guaranteed to pass the ego."""
+    rng = b.rng
+    n_onc = int(round(rng.integers(3, 7) * b.scale))
+    classes = ["bus"] + [
+        rng.choice(["car"] * 7 + ["truck", "motorcycle"]) for _ in range(max(n_onc - 1, 0))
+    ]
+    for k, cls in enumerate(classes):
+        v = rng.uniform(*speed_range)
+        d = lane_centres_oncoming[k % len(lane_centres_oncoming)]
+        # Meet the ego at time t_meet somewhere inside the scene.
+        t_meet = duration * (0.5 if k == 0 else rng.uniform(0.1, 1.2))
+        s_meet = _ego_s_at(ego, min(t_meet, duration)) + (25.0 if k == 0 else rng.uniform(0, 60))
+        s0 = s_meet + v * t_meet
+        b.add_agent(cls, "path", {"path": road.path, "s0": s0, "speed": -v, "offset": d})
+    for d in lane_centres_same:
+        n_same = int(round(rng.integers(1, 4) * b.scale))
+        for _ in range(n_same):
+            v = rng.uniform(*speed_range)
+            cls = rng.choice(["car"] * 6 + ["truck", "bus", "motorcycle"])
+            s0 = s_mid + rng.uniform(-60, 60) - v * duration * 0.5
+            b.add_agent(cls, "path", {"path": road.path, "s0": s0, "speed": v, "offset": d})
+    if urban:
+        for side in (-1.0, 1.0):
+            for _ in range(int(rng.integers(0, 3))):
+                v = rng.uniform(3.5, 6.0)
+                cls = "bicycle" if rng.uniform() < 0.75 else "motorcycle"
+                s0 = s_mid + rng.uniform(-40, 40) - side * -1 * v * duration * 0.5
+                b.add_agent(cls, "path", {"path": road.path, "s0": s0, "speed": -side * v,
+                                          "offset": side * BIKE_LANE_D})
+
+
+def _urban_roadside(
+    b: _Builder, road: Road, ego: EgoMotion, duration: float, s_lo: float, s_hi: float,
+    s_mid: float, skip: tuple[float, float, float] | None,
+) -> None:
+    """Parked vehicles, pedestrians (walking, standing, crossing) along an urban road."""
+    rng = b.rng
+    # Guaranteed near-ego instances of the rarer classes at mid-scene.
+    guaranteed = [("truck", -1.0, 14.0), ("motorcycle", 1.0, 6.0), ("bicycle", -1.0, -4.0),
+                  ("bus", 1.0, 32.0)]
+    for cls, side, ds in guaranteed:
+        if skip is not None and np.sign(skip[2]) == side and skip[0] - 8 < s_mid + ds < skip[1]:
+            side = -side
+        wlh = b.size(cls)
+        d = side * (URBAN_HALF_M - wlh[0] / 2 - 0.25)
+        xy, hd = road.path.pose(s_mid + ds, d)
+        b.add_static(cls, xy[0], hd[0] + (np.pi if side > 0 else 0.0), wlh=wlh)
+    for side in (-1.0, 1.0):
+        s = s_lo + rng.uniform(0, 5)
+        while s < s_hi:
+            if skip is not None and np.sign(skip[2]) == side and skip[0] - 8 < s < skip[1] + 8:
+                s += 6
+                continue
+            if rng.uniform() < 0.7 * min(b.scale, 1.4):
+                cls = rng.choice(["car"] * 12 + ["truck", "motorcycle", "bicycle"])
+                wlh = b.size(cls)
+                d = side * (URBAN_HALF_M - wlh[0] / 2 - 0.25)
+                xy, hd = road.path.pose(s, d)
+                if not _on_other_road(xy[0], [r for r in _ALL_ROADS.get(id(b), [])], road, 1.0):
+                    b.add_static(cls, xy[0], hd[0] + (np.pi if side > 0 else 0.0), wlh=wlh)
+                s += wlh[1] + rng.uniform(0.8, 4.0)
+            else:
+                s += rng.uniform(3, 12)
+        # Pedestrians on the sidewalk: walking along or standing.
+        n_ped = int(round(rng.integers(3, 8) * b.scale))
+        for _ in range(n_ped):
+            d = side * (URBAN_HALF_M + 0.3 + rng.uniform(0.5, URBAN_SIDEWALK_M - 0.5))
+            s = s_mid + rng.uniform(-60, 60)
+            if skip is not None and np.sign(skip[2]) == side and skip[0] - 5 < s < skip[1] + 5:
+                continue
+            if rng.uniform() < 0.4:
+                xy, hd = road.path.pose(s, d)
+                b.add_static("pedestrian", xy[0], hd[0] + rng.uniform(-np.pi, np.pi))
+            else:
+                v = rng.uniform(1.0, 1.6) * rng.choice([-1.0, 1.0])
+                b.add_agent("pedestrian", "path",
+                            {"path": road.path, "s0": s - v * duration / 2, "speed": v,
+                             "offset": d})
+    # Standing pedestrian guaranteed within ~15 m at mid-scene.
+    xy, hd = road.path.pose(s_mid + 8.0, -(URBAN_HALF_M + 1.2))
+    b.add_static("pedestrian", xy[0], hd[0] + np.pi / 2, check=False)
+    # Pedestrians crossing the road when the ego is far from the crossing.
+    for _ in range(int(rng.integers(1, 4))):
+        for _try in range(10):
+            s_c = s_mid + rng.uniform(-30, 50)
+            v = rng.uniform(1.1, 1.6)
+            width = 2 * (URBAN_HALF_M + 1.0)
+            t0 = rng.uniform(-2.0, duration)
+            t1 = t0 + width / v
+            if _crossing_ok(ego, road, s_c, t0, t1):
+                side = rng.choice([-1.0, 1.0])
+                a, _ = road.path.pose(s_c, side * (URBAN_HALF_M + 1.0))
+                bb, _ = road.path.pose(s_c + rng.uniform(-2, 2), -side * (URBAN_HALF_M + 1.0))
+                b.add_agent("pedestrian", "linear", {"a": a[0], "b": bb[0], "t0": t0, "t1": t1})
+                break
+
+
+_ALL_ROADS: dict[int, list[Road]] = {}
+
+
+def _rotate_waypoints(wps: list[tuple[float, float]], origin: np.ndarray, theta: float):
+    c, s = np.cos(theta), np.sin(theta)
+    return [(origin[0] + c * x - s * y, origin[1] + s * x + c * y) for x, y in wps]
+
+
+def build_world(
+    scenario: str, condition: str, rng: np.random.Generator, duration_s: float, scale: float = 1.0
+) -> World:
+    """Lay out one scene.
+
+    Args:
+        scenario: one of ``config.SCENARIO_KINDS``.
+        condition: one of ``config.CONDITIONS``.
+        rng: the scene's random generator (seeded from the dataset seed and scene index).
+        duration_s: scene length, seconds.
+        scale: multiplies the number of agents.
+
+    Returns:
+        The world, in global coordinates (scene origin a few hundred metres from the map
+        origin, random heading, like nuScenes' map frames).
+
+    """
+    b = _Builder(rng, scale)
+    origin = np.array([rng.uniform(300.0, 1800.0), rng.uniform(300.0, 1800.0)]).round(2)
+    theta = float(rng.uniform(-np.pi, np.pi))
+    events: list[str] = []
+
+    def tf(wps):
+        return Path.from_polyline(fillet_polyline(_rotate_waypoints(wps, origin, theta), [])) \
+            if len(wps) == 2 else None
+
+    def road_from(wps, radii, **kw) -> Road:
+        pts = fillet_polyline(_rotate_waypoints(wps, origin, theta), radii)
+        return Road(Path.from_polyline(pts), **kw)
+
+    def lane_path(road: Road, s_start: float, d: float) -> Path:
+        s = np.arange(s_start, road.path.length, 0.5)
+        xy, _ = road.path.pose(s, d)
+        return Path.from_polyline(xy)
+
+    stops: list[tuple[float, float, float]] = []
+    urban_kw = dict(half_width_m=URBAN_HALF_M, lane_width_m=URBAN_LANE_M, lanes_per_dir=1,
+                    sidewalk_m=URBAN_SIDEWALK_M)
+    roads: list[Road] = []
+    work_side = 1.0
+    if scenario in ("urban_straight", "urban_curve"):
+        v_cruise = rng.uniform(8.0, 12.0)
+        need = v_cruise * duration_s + 120.0
+        if scenario == "urban_straight":
+            road = road_from([(-80.0, 0.0), (need, 0.0)], [], **urban_kw)
+        else:
+            phi = np.radians(rng.uniform(45, 85)) * rng.choice([-1.0, 1.0])
+            radius = rng.uniform(45, 90)
+            lead = 20.0 + v_cruise * duration_s * 0.3 + radius * np.tan(abs(phi) / 2)
+            far = (lead + need, 0.0)
+            end = (80.0 + lead + need * np.cos(phi), need * np.sin(phi))
+            road = road_from([(-80.0, 0.0), (80.0 + lead, 0.0), end], [radius], **urban_kw)
+            del far
+        roads = [road]
+        ego_path = lane_path(road, 80.0, -URBAN_LANE_M / 2)
+        brake = scenario == "urban_straight" and rng.uniform() < 0.6
+        if brake:
+            t_obs = duration_s * rng.uniform(0.45, 0.6)
+            s_obs = v_cruise * t_obs + 25.0
+            stops.append((s_obs - 2.4 - 2.3 - FRONT_OVERHANG_M, np.inf, 6.5))
+            events.append("emergency_brake")
+        ego = plan_speed(ego_path, duration_s, v_cruise, v_cruise * rng.uniform(0.6, 1.0), stops)
+        if brake:
+            xy, hd = ego_path.pose(s_obs)
+            b.add_static("car", xy[0], hd[0], attrs=("vehicle.moving", "vehicle.stopped"),
+                         check=False)
+        else:
+            b.add_agent("car", "ego_follow", {"gap": rng.uniform(18, 30)})
+        s_ego0 = 80.0
+    elif scenario == "intersection":
+        v_cruise = rng.uniform(8.0, 11.0)
+        xi = rng.uniform(35.0, 55.0)
+        road = road_from([(-80.0, 0.0), (xi + 200.0, 0.0)], [], **urban_kw)
+        cross = road_from([(xi, -200.0), (xi, 200.0)], [], **urban_kw)
+        roads = [road, cross]
+        turn = rng.choice(["left", "right", "straight"])
+        h = URBAN_LANE_M / 2
+        if turn == "right":
+            wps, radii = [(0.0, -h), (xi - h, -h), (xi - h, -200.0)], [7.0]
+        elif turn == "left":
+            wps, radii = [(0.0, -h), (xi + h, -h), (xi + h, 200.0)], [12.0]
+        else:
+            wps, radii = [(0.0, -h), (xi + 200.0, -h)], []
+        ego_path = Path.from_polyline(fillet_polyline(_rotate_waypoints(wps, origin, theta), radii))
+        s_stop = xi - URBAN_HALF_M - 2.0 - FRONT_OVERHANG_M
+        stops.append((s_stop, rng.uniform(1.5, 3.0), 2.5))
+        events.append(f"turn_{turn}")
+        ego = plan_speed(ego_path, duration_s, v_cruise, v_cruise * 0.8, stops)
+        s_ego0 = 80.0
+    elif scenario == "highway":
+        v_cruise = rng.uniform(22.0, 28.0)
+        need = v_cruise * duration_s + 250.0
+        phi = np.radians(rng.uniform(-12, 12))
+        road = road_from([(-150.0, 0.0), (150.0 + need * 0.3, 0.0),
+                          (150.0 + need * 0.3 + need * np.cos(phi), need * np.sin(phi))],
+                         [1200.0], half_width_m=HIGHWAY_HALF_M, lane_width_m=HIGHWAY_LANE_M,
+                         lanes_per_dir=3, sidewalk_m=0.0, kerbs=False, centre_line="barrier")
+        roads = [road]
+        ego_path = lane_path(road, 150.0, -HIGHWAY_LANE_M * 1.5)
+        ego = plan_speed(ego_path, duration_s, v_cruise, v_cruise * rng.uniform(0.85, 1.0), stops)
+        b.add_agent("car", "ego_follow", {"gap": rng.uniform(30, 45)})
+        s_ego0 = 150.0
+        work_side = -1.0
+    elif scenario == "parking":
+        v_cruise = rng.uniform(2.0, 3.2)
+        aisle_len = v_cruise * duration_s + 60.0
+        road = road_from([(-30.0, 0.0), (aisle_len, 0.0)], [], half_width_m=3.5,
+                         lane_width_m=3.5, lanes_per_dir=1, sidewalk_m=0.0, kerbs=False,
+                         centre_line="none")
+        roads = [road]
+        ego_path = lane_path(road, 30.0, -0.6)
+        # Stop in front of a low wall / bollard line at the end of the drive.
+        s_end = v_cruise * duration_s * 0.85 + 4.0
+        stops.append((s_end - FRONT_OVERHANG_M - 0.7, np.inf, 1.5))
+        events.append("parking_stop")
+        ego = plan_speed(ego_path, duration_s, v_cruise, 0.0, stops, a_max=0.8, comfort_decel=1.2)
+        s_ego0 = 30.0
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
+    _ALL_ROADS[id(b)] = roads
+
+    s_mid_ego = _ego_s_at(ego, duration_s / 2)
+    # Arc length on the main road of the ego at mid-scene (ego path starts at s_ego0 on it).
+    s_mid = s_ego0 + s_mid_ego
+    s_lo = s_ego0 - 50.0
+    s_hi = s_ego0 + float(ego.s[-1]) + 90.0
+    main = roads[0]
+    if scenario == "intersection":
+        s_mid = s_ego0 + min(s_mid_ego, xi - 10.0)
+
+    if scenario in ("urban_straight", "urban_curve", "intersection"):
+        s_w = s_mid + 6.0
+        skip = (s_w, s_w + 30.0, work_side)
+        _work_zone(b, main, s_w, work_side * (URBAN_LANE_M + 0.3), URBAN_HALF_M)
+        _traffic(b, main, ego, duration_s, [], [URBAN_LANE_M / 2], (7.0, 12.0), s_mid, True)
+        _urban_roadside(b, main, ego, duration_s, s_lo, s_hi, s_mid, skip)
+        if scenario == "intersection":
+            cross = roads[1]
+            s_x = float(cross.path.project(main.path.pose(s_ego0 + xi)[0])[0][0])
+            for k in range(int(rng.integers(2, 5))):
+                v = rng.uniform(7, 11) * rng.choice([-1.0, 1.0])
+                # Cross traffic clears the junction before the ego leaves its stop line.
+                t_pass = rng.uniform(0.0, max(1.0, duration_s * 0.3)) - 2.0 * k
+                s0 = s_x - v * t_pass
+                d = -np.sign(v) * URBAN_LANE_M / 2
+                b.add_agent(rng.choice(["car", "car", "truck"]), "path",
+                            {"path": cross.path, "s0": s0, "speed": v, "offset": d})
+            _urban_roadside(b, cross, ego, duration_s, s_x - 120, s_x + 120, s_x + 25, None)
+        for rd in roads:
+            _road_scenery(b, rd, roads, (s_lo - 30, s_hi + 60) if rd is main else (0, 1e9))
+    elif scenario == "highway":
+        lanes = [-HIGHWAY_LANE_M * (k + 0.5) for k in range(3)]
+        same = [lanes[0], lanes[2]]
+        onc = [HIGHWAY_LANE_M * (k + 0.5) for k in range(3)]
+        _traffic(b, main, ego, duration_s, same, onc, (20.0, 30.0), s_mid, False)
+        # A tractor-trailer overtaking/being overtaken in the right lane.
+        v = rng.uniform(20.0, 25.0)
+        tr = b.size("trailer")
+        tk = b.size("truck")
+        s0 = s_mid - v * duration_s / 2 + rng.uniform(-10, 10)
+        b.add_agent("trailer", "path", {"path": main.path, "s0": s0, "speed": v,
+                                        "offset": lanes[2]}, wlh=tr)
+        b.add_agent("truck", "path", {"path": main.path, "s0": s0 + tr[1] / 2 + tk[1] / 2 + 0.8,
+                                      "speed": v, "offset": lanes[2]}, wlh=tk)
+        _work_zone(b, main, s_mid + 10.0, -(HIGHWAY_LANE_M * 3 + 0.6), HIGHWAY_HALF_M)
+        _road_scenery(b, main, roads, (s_lo - 30, s_hi + 120))
+    else:  # parking
+        _parking_lot(b, main, ego, duration_s, s_ego0, s_end, s_mid)
+
+    world_desc = {
+        "urban_straight": "Urban road, parked cars, peds, cyclists, work zone",
+        "urban_curve": "Curved urban road, parked cars, peds, cyclists, work zone",
+        "intersection": "Intersection, cross traffic, peds crossing, work zone",
+        "highway": "Highway, trucks, tractor-trailer, work zone on shoulder",
+        "parking": "Parking lot, low speed, bollards near ego, peds",
+    }[scenario]
+    cond_word = {"clear": "Clear", "fog": "Fog", "rain": "Rain", "night": "Night"}[condition]
+    description = (
+        f"{cond_word}, {world_desc}. scenario={scenario}; condition={condition}; "
+        f"events={','.join(events) or 'none'}"
+    )
+    ground = _ground_map(roads, ego, scenario, rng)
+    _ALL_ROADS.pop(id(b), None)
+    return World(
+        scenario=scenario,
+        condition=condition,
+        description=description,
+        roads=tuple(roads),
+        ego=ego,
+        agents=tuple(b.agents),
+        scenery=b.scenery(),
+        ground=ground,
+        duration_s=duration_s,
+        map_name=MAP_NAMES[int(rng.integers(len(MAP_NAMES)))],
+    )
+
+
+def _parking_lot(
+    b: _Builder, aisle: Road, ego: EgoMotion, duration: float, s_ego0: float, s_end: float,
+    s_mid: float,
+) -> None:
+    """Stall rows with parked vehicles, bollards and cones near the ego's path, a wall at the
+    end of the drive, walking pedestrians and a work corner.
+    """
+    rng = b.rng
+    stall_w, stall_d = 2.7, 5.4
+    row_d = 3.5 + stall_d / 2
+    s_ego_end = s_ego0 + s_end
+    for side in (-1.0, 1.0):
+        for _k, s in enumerate(np.arange(s_ego0 - 25, s_ego_end + 30, stall_w)):
+            # Stall lines are painted in the ground map; wheel stops are low scenery.
+            xy, hd = aisle.path.pose(s + stall_w / 2, side * (row_d + stall_d / 2 - 0.4))
+            b.part(xy[0], 0.0, 0.25, 1.8, 0.12, hd[0] + np.pi / 2, (200, 200, 60), "concrete")
+            if abs(s - s_mid) < 6 and side < 0:
+                continue  # an empty stall next to the ego at mid-scene
+            r = rng.uniform()
+            if r < 0.75 * min(b.scale, 1.3):
+                cls = rng.choice(["car"] * 10 + ["truck", "motorcycle", "bicycle"])
+                wlh = b.size(cls)
+                if wlh[0] > stall_w - 0.2:
+                    continue
+                xy, hd = aisle.path.pose(s + stall_w / 2 + rng.normal(0, 0.1),
+                                         side * (row_d + rng.normal(0, 0.15)))
+                yaw = hd[0] + side * np.pi / 2 + rng.choice([0.0, np.pi]) + rng.normal(0, 0.04)
+                b.add_static(cls, xy[0], yaw, wlh=wlh)
+    # Larger vehicles parked along the far ends (bus, truck), guaranteed near mid-scene.
+    for cls, side, ds in (("bus", 1.0, 10.0), ("truck", -1.0, -14.0), ("motorcycle", 1.0, -5.0)):
+        wlh = b.size(cls)
+        xy, hd = aisle.path.pose(s_mid + ds, side * (row_d + stall_d + 1.0 + wlh[0] / 2))
+        b.add_static(cls, xy[0], hd[0], wlh=wlh, check=False)
+    # Low obstacles close to the ego path: bollards and small cones at the aisle edges that
+    # the roof LiDAR's near blind zone misses.
+    for s in np.arange(s_ego0 + 4.0, s_ego_end, rng.uniform(5.0, 8.0)):
+        side = rng.choice([-1.0, 1.0])
+        d = -0.6 + side * rng.uniform(1.45, 2.0)
+        xy, _ = aisle.path.pose(s, d)
+        if b.free(xy[0], 0.3):
+            h = rng.uniform(0.45, 0.75)
+            b.part(xy[0], 0.0, 0.16, 0.16, h, 0.0, (230, 200, 30), "paint")
+            b.occupied.append((xy[0], 0.2))
+    # End wall ahead of the stop point and a bollard row in front of it.
+    xy, hd = aisle.path.pose(s_ego_end + 0.8, 0.0)
+    b.part(xy[0], 0.0, 0.3, 7.0, 0.6, hd[0], (170, 170, 165), "concrete")
+    for d in (-2.5, -0.6, 1.3, 3.0):
+        xy, _ = aisle.path.pose(s_ego_end + 0.3, d)
+        b.part(xy[0], 0.0, 0.18, 0.18, 0.55, 0.0, (230, 200, 30), "paint")
+    # Building and bushes beyond the lot.
+    for side in (-1.0, 1.0):
+        for s in np.arange(s_ego0 - 30, s_ego_end + 40, 12.0):
+            xy, hd = aisle.path.pose(s, side * (row_d + stall_d + 6.0 + rng.uniform(0, 2)))
+            b.part(xy[0], 0.0, rng.uniform(1.5, 3.0), 1.2, rng.uniform(0.8, 1.4), hd[0],
+                   (55, 100, 50), "foliage")
+        xy, hd = aisle.path.pose(s_mid + rng.uniform(-10, 10), side * (row_d + stall_d + 22.0))
+        b.part(xy[0], 0.0, 60.0, 14.0, rng.uniform(8, 15), hd[0], (185, 180, 170), "concrete")
+    for s in np.arange(s_ego0 - 20, s_ego_end + 30, 25.0):
+        xy, hd = aisle.path.pose(s, row_d + stall_d / 2 + 0.2)
+        b.part(xy[0], 0.0, 0.25, 0.25, 7.0, hd[0], (110, 110, 115), "metal")
+    # Pedestrians walking along the stall rows and standing by cars.
+    for _ in range(int(rng.integers(3, 6))):
+        side = rng.choice([-1.0, 1.0])
+        d = side * rng.uniform(3.0, 3.4)
+        v = rng.uniform(0.8, 1.4) * rng.choice([-1.0, 1.0])
+        s0 = s_mid + rng.uniform(-25, 25) - v * duration / 2
+        # Keep pedestrians clear of the ego: walk only at the far side of the aisle.
+        d = abs(d) if d < 0 else d
+        b.add_agent("pedestrian", "path", {"path": aisle.path, "s0": s0, "speed": v, "offset": d})
+    xy, hd = aisle.path.pose(s_mid + 6.0, 3.2)
+    b.add_static("pedestrian", xy[0], hd[0] - np.pi / 2, check=False)
+    # Work corner: cones/barriers, construction vehicle, trailer beyond the far row.
+    _work_zone(b, aisle, s_mid + 4.0, row_d + stall_d + 1.0, row_d + stall_d + 1.5)
+
+
+def _ground_map(
+    roads: list[Road], ego: EgoMotion, scenario: str, rng: np.random.Generator
+) -> GroundMap:
+    """Rasterise ground materials (grass, sidewalks, asphalt, markings) around the drive."""
+    res = GROUND_RES_M
+    ex = ego.path.xy
+    margin = 110.0
+    lo = ex.min(axis=0) - margin
+    hi = ex.max(axis=0) + margin
+    w = int(np.ceil((hi[0] - lo[0]) / res))
+    h = int(np.ceil((hi[1] - lo[1]) / res))
+    mat = np.full((h, w), GROUND_GRASS, dtype=np.uint8)
+
+    def px(xy: np.ndarray) -> np.ndarray:
+        return np.round((xy - lo) / res * 16).astype(np.int32)  # 4 fractional bits
+
+    def band(path: Path, d0: float, d1: float, value: int, s0=0.0, s1=None) -> None:
+        s1 = path.length if s1 is None else s1
+        s = np.arange(s0, s1, 1.0)
+        if len(s) < 2:
+            return
+        left, _ = path.pose(s, d1)
+        right, _ = path.pose(s, d0)
+        for k in range(len(s) - 1):
+            poly = np.array([left[k], left[k + 1], right[k + 1], right[k]])
+            cv2.fillConvexPoly(mat, px(poly), int(value), cv2.LINE_8, 4)
+
+    if scenario == "parking":
+        rd = roads[0]
+        band(rd.path, -20.0, 20.0, GROUND_LOT)
+        stall_w, row_d0, depth = 2.7, 3.5, 5.4
+        for side in (-1.0, 1.0):
+            for s in np.arange(0.0, rd.path.length, stall_w):
+                a, _ = rd.path.pose(s, side * row_d0)
+                b2, _ = rd.path.pose(s, side * (row_d0 + depth))
+                cv2.line(mat, px(a[0]), px(b2[0]), GROUND_MARKING, 1, cv2.LINE_8, 4)
+    else:
+        for rd in roads:
+            if rd.sidewalk_m > 0:
+                band(rd.path, -(rd.half_width_m + rd.sidewalk_m + 0.3),
+                     rd.half_width_m + rd.sidewalk_m + 0.3, GROUND_SIDEWALK)
+        for rd in roads:
+            band(rd.path, -rd.half_width_m, rd.half_width_m, GROUND_ASPHALT)
+        for rd in roads:
+            hw = rd.half_width_m
+            lw = rd.lane_width_m
+            # Edge lines and lane lines (dashed), centre line (double solid) or median.
+            lines: list[tuple[float, bool]] = []
+            if rd.centre_line == "double":
+                lines += [(-0.12, False), (0.12, False)]
+            for k in range(1, rd.lanes_per_dir):
+                lines += [(-lw * k, True), (lw * k, True)]
+            lines += [(-(lw * rd.lanes_per_dir + 0.1), False), (lw * rd.lanes_per_dir + 0.1, False)]
+            if rd.sidewalk_m == 0.0:
+                lines += [(-(hw - 0.3), False), (hw - 0.3, False)]
+            for d, dashed in lines:
+                if dashed:
+                    for s in np.arange(0.0, rd.path.length, 9.0):
+                        band(rd.path, d - 0.075, d + 0.075, GROUND_MARKING, s, s + 3.0)
+                else:
+                    band(rd.path, d - 0.075, d + 0.075, GROUND_MARKING)
+        if len(roads) > 1:
+            # Clear the junction box of through-markings, add stop lines.
+            main, cross = roads[0], roads[1]
+            s_x = float(main.path.project(cross.path.xy[len(cross.path.xy) // 2][None])[0][0])
+            band(main.path, -main.half_width_m, main.half_width_m, GROUND_ASPHALT,
+                 s_x - cross.half_width_m, s_x + cross.half_width_m)
+            s_c = float(cross.path.project(main.path.pose(s_x)[0])[0][0])
+            band(cross.path, -cross.half_width_m, cross.half_width_m, GROUND_ASPHALT,
+                 s_c - main.half_width_m, s_c + main.half_width_m)
+            band(main.path, -main.lane_width_m, 0.0, GROUND_MARKING,
+                 s_x - cross.half_width_m - 1.5, s_x - cross.half_width_m - 1.0)
+            # Zebra crossings on the main road on both sides of the junction.
+            for s_z in (s_x - cross.half_width_m - 4.0, s_x + cross.half_width_m + 1.0):
+                for d in np.arange(-main.half_width_m + 0.5, main.half_width_m, 1.0):
+                    band(main.path, d, d + 0.5, GROUND_MARKING, s_z, s_z + 3.0)
+    # Camera colour: material colour with low-frequency tone and fine grain.
+    rgb = GROUND_RGB[mat].astype(np.float32)
+    coarse = rng.normal(0.0, 1.0, (max(h // 16, 2), max(w // 16, 2))).astype(np.float32)
+    coarse = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+    grain = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
+    tone = 1.0 + 0.06 * coarse + 0.05 * grain
+    rgb = np.clip(rgb * tone[..., None], 0, 255).astype(np.uint8)
+    return GroundMap(mat, rgb, lo, res)
