@@ -1,0 +1,530 @@
+"""nuScenes adapter: a dataroot in nuScenes format -> ``SyncedSample`` per keyframe or sweep.
+
+Everything goes through the official nuscenes-devkit (tables, splits, category mapping, box
+velocities, CAN bus expansion), so that what we train and evaluate on is exactly what the
+devkit's evaluation sees. The output is in the ego frame at the reference LiDAR timestamp.
+
+Works unchanged on our synthetic datasets (``sensors.sim``), which add an ``ULTRASONIC``
+channel; on real nuScenes, which has none, ultrasonic ranges are derived from the LiDAR sweep
+and marked ``derived=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from nuscenes.eval.detection.utils import category_to_detection_name
+from nuscenes.nuscenes import NuScenes
+from nuscenes.utils.splits import create_splits_scenes
+
+from calibration.accumulate import accumulate_sweeps, remove_close
+from calibration.ego_pose import EgoPoseTrack
+from calibration.projection import ref_SE3_cam
+from calibration.sample import Boxes3D, CameraView, CanBusState, SyncedSample
+from calibration.se3 import SE3
+from calibration.sync import TimestampStream
+from sensors.readers import read_camera_image, read_lidar_file, read_ultrasonic_file
+from sensors.types import (
+    CAMERA_CHANNELS,
+    DETECTION_CLASSES,
+    LIDAR_CHANNEL,
+    ULTRASONIC_CHANNEL,
+    LidarSweep,
+    UltrasonicScan,
+)
+from sensors.ultrasonic_layout import default_layout
+from sensors.virtual_ultrasonic import virtual_ultrasonic
+
+log = logging.getLogger(__name__)
+
+# Planning target: 6 future ego positions, 0.5 s apart (VAD / UniAD / ST-P3 convention).
+FUTURE_STEPS = 6
+FUTURE_DT_US = 500_000
+# Driving command from the lateral offset of the final future point (VAD's rule: 2 m).
+COMMAND_RIGHT, COMMAND_LEFT, COMMAND_STRAIGHT = 0, 1, 2
+COMMAND_LATERAL_THRESHOLD_M = 2.0
+
+
+@dataclass(frozen=True)
+class MissingFile:
+    """A sensor file the tables reference but the disk lacks (recorded, then treated as absent).
+
+    Attributes:
+        token: the sample (or sweep) being loaded.
+        channel: the sensor channel.
+        path: the missing file.
+
+    """
+
+    token: str
+    channel: str
+    path: str
+
+
+@dataclass
+class _SceneIndex:
+    """Per-scene, per-channel sample_data tokens sorted by time, plus the ego pose track."""
+
+    tokens: dict[str, list[str]]
+    streams: dict[str, TimestampStream]
+    ego_track: EgoPoseTrack | None
+
+
+def driving_command(future_xy_ego_m: np.ndarray) -> int:
+    """0 = right, 1 = left, 2 = straight from the last known future point's lateral offset.
+
+    ``y`` (left) beyond +-2 m at the last finite future point means a turn (VAD's rule, in our
+    ego frame where +y is left). All-NaN (no future) is "straight".
+    """
+    xy = np.asarray(future_xy_ego_m, dtype=np.float64).reshape(-1, 2)
+    finite = np.flatnonzero(np.isfinite(xy).all(axis=1))
+    if finite.size == 0:
+        return COMMAND_STRAIGHT
+    y = xy[finite[-1], 1]
+    if y <= -COMMAND_LATERAL_THRESHOLD_M:
+        return COMMAND_RIGHT
+    if y >= COMMAND_LATERAL_THRESHOLD_M:
+        return COMMAND_LEFT
+    return COMMAND_STRAIGHT
+
+
+class NuScenesDataset:
+    """Reads a nuScenes-format dataroot into ``SyncedSample`` objects.
+
+    Args:
+        dataroot: folder holding ``<version>/`` tables, ``samples/``, ``sweeps/`` and
+            optionally ``can_bus/`` (the devkit's CAN bus layout: ``dataroot/can_bus/``).
+        version: table folder, e.g. ``"v1.0-mini"``.
+        num_sweeps: LiDAR sweeps accumulated per sample, the reference one included
+            (CenterPoint/BEVFusion use 10); fewer at the start of a scene.
+        image_reduction: decode cameras at 1/1, 1/2, 1/4 or 1/8 resolution (intrinsics scaled).
+        verbose: let the devkit print its loading summary.
+        min_distance_m: LiDAR points with ``|x|, |y|`` below this in the sensor frame are
+            ego-body returns and dropped (the devkit's ``remove_close``); 0 keeps all.
+        camera_tolerance_us: largest camera-to-LiDAR offset accepted when picking cameras for a
+            non-key sweep (nuScenes cameras run at 12 Hz: nearest is always within ~42 ms).
+        ultrasonic_tolerance_us: the same for the ULTRASONIC channel.
+        can_bus_root: folder containing ``can_bus/``; defaults to ``dataroot``.
+
+    Attributes:
+        nusc: the devkit's ``NuScenes`` object.
+        can_bus: the devkit's ``NuScenesCanBus`` or None when the expansion is absent.
+        has_ultrasonic: whether the dataset has a measured ULTRASONIC channel.
+        missing_files: every referenced-but-absent sensor file met so far.
+
+    """
+
+    def __init__(
+        self,
+        dataroot: str | Path,
+        version: str = "v1.0-mini",
+        num_sweeps: int = 10,
+        image_reduction: int = 1,
+        verbose: bool = False,
+        min_distance_m: float = 1.0,
+        camera_tolerance_us: int = 50_000,
+        ultrasonic_tolerance_us: int = 50_000,
+        can_bus_root: str | Path | None = None,
+    ) -> None:
+        if num_sweeps < 1:
+            raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}")
+        if image_reduction not in (1, 2, 4, 8):
+            raise ValueError(f"image_reduction must be 1, 2, 4 or 8, got {image_reduction}")
+        self.dataroot = Path(dataroot)
+        if not (self.dataroot / version).is_dir():
+            raise FileNotFoundError(
+                f"{self.dataroot / version}: nuScenes table folder not found (dataroot="
+                f"{self.dataroot}, version={version})"
+            )
+        self.version = version
+        self.num_sweeps = int(num_sweeps)
+        self.image_reduction = int(image_reduction)
+        self.min_distance_m = float(min_distance_m)
+        self.camera_tolerance_us = int(camera_tolerance_us)
+        self.ultrasonic_tolerance_us = int(ultrasonic_tolerance_us)
+        self.nusc = NuScenes(version=version, dataroot=str(self.dataroot), verbose=verbose)
+        self.has_ultrasonic = any(
+            s["channel"] == ULTRASONIC_CHANNEL and s["modality"] == "ultrasonic"
+            for s in self.nusc.sensor
+        )
+        can_root = Path(can_bus_root) if can_bus_root is not None else self.dataroot
+        self.can_bus = None
+        if (can_root / "can_bus").is_dir():
+            from nuscenes.can_bus.can_bus_api import NuScenesCanBus
+
+            self.can_bus = NuScenesCanBus(dataroot=str(can_root))
+        self.missing_files: list[MissingFile] = []
+        self._pose_cache: dict[str, SE3] = {}
+        self._scene_index: dict[str, _SceneIndex] | None = None
+        self._can_cache: dict[str, dict[str, list[dict]] | None] = {}
+        self._scene_by_name = {s["name"]: s for s in self.nusc.scene}
+
+    # ------------------------------------------------------------------ iteration
+    @property
+    def scene_tokens(self) -> list[str]:
+        """All scene tokens, sorted by scene name."""
+        return [s["token"] for s in sorted(self.nusc.scene, key=lambda s: s["name"])]
+
+    def split_scene_tokens(self, split: str) -> list[str]:
+        """Scene tokens of a devkit split (``"mini_val"``, ``"train"``, ...) present here.
+
+        Sorted by scene name. A split with no scene in this dataroot gives an empty list.
+        """
+        splits = create_splits_scenes()
+        if split not in splits:
+            raise ValueError(f"unknown split {split!r}; the devkit knows {sorted(splits)}")
+        names = set(splits[split])
+        return [t for t in self.scene_tokens if self.nusc.get("scene", t)["name"] in names]
+
+    def split_sample_tokens(self, split: str) -> list[str]:
+        """Keyframe sample tokens of a split, ordered by scene name then time."""
+        return [t for s in self.split_scene_tokens(split) for t in self.scene_sample_tokens(s)]
+
+    def scene_sample_tokens(self, scene_token: str) -> list[str]:
+        """Keyframe sample tokens of one scene in time order."""
+        scene = self.nusc.get("scene", scene_token)
+        out, tok = [], scene["first_sample_token"]
+        while tok:
+            out.append(tok)
+            tok = self.nusc.get("sample", tok)["next"]
+        return out
+
+    def scene_lidar_tokens(self, scene_token: str) -> list[str]:
+        """All LIDAR_TOP sample_data tokens (keyframes and sweeps, ~20 Hz) of a scene, by time."""
+        return list(self._scene(scene_token).tokens.get(LIDAR_CHANNEL, []))
+
+    # ------------------------------------------------------------------ loading
+    def load_sample(self, sample_token: str) -> SyncedSample:
+        """The ``SyncedSample`` of an annotated keyframe.
+
+        Cameras are the keyframe's own six images (each at its own timestamp, ego motion to
+        the LiDAR time folded into ``ref_SE3_cam``); boxes are the keyframe's annotations
+        mapped to the 10 detection classes (others dropped) in the ego frame at the LiDAR time.
+        """
+        sample = self.nusc.get("sample", sample_token)
+        if LIDAR_CHANNEL not in sample["data"]:
+            raise ValueError(f"sample {sample_token}: has no {LIDAR_CHANNEL} sample_data")
+        lidar_sd = self.nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
+        cam_tokens = {ch: sample["data"].get(ch) for ch in CAMERA_CHANNELS}
+        return self._build(lidar_sd, sample_token, cam_tokens, with_boxes=True)
+
+    def load_sweep(self, lidar_sample_data_token: str) -> SyncedSample:
+        """The ``SyncedSample`` of any LIDAR_TOP sweep (for replay at 20 Hz).
+
+        A keyframe sweep gives the same result as ``load_sample``. For other sweeps each
+        camera is the frame nearest in time within ``camera_tolerance_us`` (None otherwise),
+        boxes are None (not annotated) and ``is_keyframe`` is False.
+        """
+        sd = self.nusc.get("sample_data", lidar_sample_data_token)
+        if sd["channel"] != LIDAR_CHANNEL:
+            raise ValueError(
+                f"sample_data {lidar_sample_data_token} is {sd['channel']}, not {LIDAR_CHANNEL}"
+            )
+        if sd["is_key_frame"]:
+            return self.load_sample(sd["sample_token"])
+        scene_token = self.nusc.get("sample", sd["sample_token"])["scene_token"]
+        index = self._scene(scene_token)
+        cam_tokens: dict[str, str | None] = {}
+        for ch in CAMERA_CHANNELS:
+            stream = index.streams.get(ch)
+            match = stream.nearest(sd["timestamp"], self.camera_tolerance_us) if stream else None
+            cam_tokens[ch] = index.tokens[ch][match.index] if match else None
+        return self._build(sd, lidar_sample_data_token, cam_tokens, with_boxes=False)
+
+    def global_SE3_ego(self, sample_token: str) -> SE3:  # noqa: N802 - frame naming convention
+        """Ego pose at the sample's LiDAR timestamp (for writing nuScenes results)."""
+        sample = self.nusc.get("sample", sample_token)
+        sd = self.nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
+        return self._ego_pose(sd["ego_pose_token"])
+
+    # ------------------------------------------------------------------ internals
+    def _build(
+        self,
+        lidar_sd: dict,
+        token: str,
+        cam_tokens: dict[str, str | None],
+        with_boxes: bool,
+    ) -> SyncedSample:
+        ref_us = int(lidar_sd["timestamp"])
+        sample = self.nusc.get("sample", lidar_sd["sample_token"])
+        scene_token = sample["scene_token"]
+        global_SE3_ego = self._ego_pose(lidar_sd["ego_pose_token"])
+        ego_SE3_global = global_SE3_ego.inverse()
+
+        lidar, ref_points_ego = self._load_lidar(lidar_sd, token, ego_SE3_global)
+
+        cameras: list[CameraView | None] = []
+        for ch in CAMERA_CHANNELS:
+            sd_token = cam_tokens.get(ch)
+            cameras.append(
+                None
+                if sd_token is None
+                else self._load_camera(sd_token, token, global_SE3_ego, ref_us)
+            )
+
+        ultrasonic = self._load_ultrasonic(scene_token, ref_us, token, ref_points_ego)
+        boxes = self._boxes(sample, ego_SE3_global) if with_boxes else None
+        future = self._future_xy(scene_token, ref_us, ego_SE3_global)
+        return SyncedSample(
+            token=token,
+            scene_token=scene_token,
+            timestamp_us=ref_us,
+            global_SE3_ego=global_SE3_ego,
+            lidar=lidar,
+            cameras=tuple(cameras),
+            ultrasonic=ultrasonic,
+            ultrasonic_layout=default_layout(),
+            boxes=boxes,
+            can_bus=self._can_state(scene_token, ref_us),
+            future_xy_ego_m=future,
+            command=driving_command(future),
+            is_keyframe=bool(lidar_sd["is_key_frame"]),
+        )
+
+    def _ego_pose(self, ego_pose_token: str) -> SE3:
+        pose = self._pose_cache.get(ego_pose_token)
+        if pose is None:
+            rec = self.nusc.get("ego_pose", ego_pose_token)
+            pose = SE3.from_quaternion(
+                rec["rotation"], rec["translation"], name=f"ego_pose {ego_pose_token}"
+            )
+            self._pose_cache[ego_pose_token] = pose
+        return pose
+
+    def _sensor_pose(self, sd: dict) -> SE3:
+        key = "cs:" + sd["calibrated_sensor_token"]
+        pose = self._pose_cache.get(key)
+        if pose is None:
+            rec = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+            pose = SE3.from_quaternion(
+                rec["rotation"],
+                rec["translation"],
+                name=f"{sd['channel']} calibrated_sensor {sd['calibrated_sensor_token']}",
+            )
+            self._pose_cache[key] = pose
+        return pose
+
+    def _record_missing(self, token: str, channel: str, path: Path) -> None:
+        self.missing_files.append(MissingFile(token, channel, str(path)))
+        log.warning("%s: %s file missing, treated as absent: %s", token, channel, path)
+
+    def _load_lidar(
+        self, ref_sd: dict, token: str, ego_SE3_global: SE3
+    ) -> tuple[LidarSweep | None, np.ndarray]:
+        """Accumulated sweep in the reference ego frame, and the reference sweep's own points."""
+        sweeps, poses = [], []
+        sd: dict | None = ref_sd
+        for _ in range(self.num_sweeps):
+            if sd is None:
+                break
+            path = self.dataroot / sd["filename"]
+            try:
+                sweep = read_lidar_file(path, timestamp_us=sd["timestamp"], channel=sd["channel"])
+            except FileNotFoundError:
+                self._record_missing(token, sd["channel"], path)
+                if sd is ref_sd:
+                    # Without the reference sweep there is no LiDAR for this tick.
+                    return None, np.zeros((0, 3))
+                sweep = None
+            if sweep is not None:
+                sweeps.append(sweep)
+                poses.append(
+                    ego_SE3_global @ self._ego_pose(sd["ego_pose_token"]) @ self._sensor_pose(sd)
+                )
+            sd = self.nusc.get("sample_data", sd["prev"]) if sd["prev"] else None
+        lidar = accumulate_sweeps(sweeps, poses, ref_sd["timestamp"], self.min_distance_m)
+        ref_points = poses[0].transform_points(
+            remove_close(sweeps[0].points, self.min_distance_m)[:, :3].astype(np.float64)
+        )
+        return lidar, ref_points
+
+    def _load_camera(
+        self, sd_token: str, token: str, global_SE3_ego_ref: SE3, ref_us: int
+    ) -> CameraView | None:
+        sd = self.nusc.get("sample_data", sd_token)
+        cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        path = self.dataroot / sd["filename"]
+        try:
+            image = read_camera_image(
+                path,
+                np.asarray(cs["camera_intrinsic"], np.float64),
+                sd["channel"],
+                sd["timestamp"],
+                self.image_reduction,
+            )
+        except FileNotFoundError:
+            self._record_missing(token, sd["channel"], path)
+            return None
+        pose = ref_SE3_cam(
+            global_SE3_ego_ref, self._ego_pose(sd["ego_pose_token"]), self._sensor_pose(sd)
+        )
+        return CameraView(
+            image=image, ref_SE3_cam=pose, time_offset_us=int(sd["timestamp"]) - int(ref_us)
+        )
+
+    def _load_ultrasonic(
+        self, scene_token: str, ref_us: int, token: str, ref_points_ego: np.ndarray
+    ) -> UltrasonicScan | None:
+        if not self.has_ultrasonic:
+            # nuScenes has no ultrasonic sensor: derive it from the reference sweep.
+            if ref_points_ego.shape[0] == 0:
+                return None
+            return virtual_ultrasonic(ref_points_ego, default_layout(), ref_us)
+        index = self._scene(scene_token)
+        stream = index.streams.get(ULTRASONIC_CHANNEL)
+        match = stream.nearest(ref_us, self.ultrasonic_tolerance_us) if stream else None
+        if match is None:
+            return None
+        sd = self.nusc.get("sample_data", index.tokens[ULTRASONIC_CHANNEL][match.index])
+        path = self.dataroot / sd["filename"]
+        try:
+            return read_ultrasonic_file(path, sd["timestamp"], sd["channel"])
+        except FileNotFoundError:
+            self._record_missing(token, sd["channel"], path)
+            return None
+
+    def _boxes(self, sample: dict, ego_SE3_global: SE3) -> Boxes3D:
+        """Annotations of a keyframe in the ego frame at its LiDAR time, detection classes only."""
+        centers, wlh, yaws, vels, labels, attrs, npts, insts = [], [], [], [], [], [], [], []
+        for ann_token in sample["anns"]:
+            ann = self.nusc.get("sample_annotation", ann_token)
+            name = category_to_detection_name(ann["category_name"])
+            if name is None:
+                continue
+            box = ego_SE3_global @ SE3.from_quaternion(
+                ann["rotation"], ann["translation"], name=f"sample_annotation {ann_token}"
+            )
+            # The devkit's centred-difference velocity in the global frame, rotated into ego.
+            vel_global = self.nusc.box_velocity(ann_token)
+            vel = ego_SE3_global.rotation @ np.nan_to_num(vel_global, nan=0.0)
+            vel = np.where(np.isnan(vel_global[:2]), np.nan, vel[:2])
+            centers.append(box.translation)
+            wlh.append(ann["size"])
+            yaws.append(box.yaw_rad)
+            vels.append(vel)
+            labels.append(DETECTION_CLASSES.index(name))
+            attr_tokens = ann["attribute_tokens"]
+            attrs.append(self.nusc.get("attribute", attr_tokens[0])["name"] if attr_tokens else "")
+            npts.append(int(ann["num_lidar_pts"]))
+            insts.append(ann["instance_token"])
+        if not centers:
+            return Boxes3D.empty()
+        n = len(centers)
+        return Boxes3D(
+            center_m=np.array(centers),
+            wlh_m=np.array(wlh, dtype=np.float64),
+            yaw_rad=np.array(yaws),
+            velocity_mps=np.array(vels),
+            labels=np.array(labels, dtype=np.int64),
+            scores=np.ones(n),
+            attributes=tuple(attrs),
+            num_lidar_pts=np.array(npts, dtype=np.int64),
+            instance_tokens=tuple(insts),
+        )
+
+    def _future_xy(self, scene_token: str, ref_us: int, ego_SE3_global: SE3) -> np.ndarray:
+        """(6, 2) ego positions at +0.5 .. +3.0 s in the reference ego frame, NaN past the end.
+
+        Poses are interpolated (slerp + linear) from the scene's 20 Hz LiDAR ego poses, so the
+        targets sit at exact 0.5 s steps for keyframes and sweeps alike.
+        """
+        out = np.full((FUTURE_STEPS, 2), np.nan)
+        track = self._scene(scene_token).ego_track
+        if track is None:
+            return out
+        for k in range(FUTURE_STEPS):
+            t = ref_us + (k + 1) * FUTURE_DT_US
+            if not track.contains(t):
+                break
+            out[k] = ego_SE3_global.transform_points(track.at(t).translation[None])[0, :2]
+        return out
+
+    def _can_messages(self, scene_name: str) -> dict[str, list[dict]] | None:
+        if scene_name in self._can_cache:
+            return self._can_cache[scene_name]
+        msgs: dict[str, list[dict]] | None = {}
+        for kind in ("pose", "steeranglefeedback", "vehicle_monitor"):
+            try:
+                msgs[kind] = self.can_bus.get_messages(scene_name, kind, print_warnings=False)
+            except Exception as exc:  # the devkit raises bare Exception
+                log.warning("CAN bus %s for %s unavailable: %s", kind, scene_name, exc)
+                msgs[kind] = []
+        if not msgs["pose"]:
+            msgs = None
+        self._can_cache[scene_name] = msgs
+        return msgs
+
+    def _can_state(self, scene_token: str, ref_us: int) -> CanBusState | None:
+        """CAN bus state linearly interpolated at ``ref_us``; None without the expansion.
+
+        Speed, yaw rate and acceleration come from the 50 Hz ``pose`` message (ego frame);
+        steering from ``steeranglefeedback`` (radians, positive = left) or, when absent, from
+        ``vehicle_monitor`` (degrees).
+        """
+        if self.can_bus is None:
+            return None
+        scene_name = self.nusc.get("scene", scene_token)["name"]
+        msgs = self._can_messages(scene_name)
+        if msgs is None:
+            return None
+        pose = msgs["pose"]
+        t = np.array([m["utime"] for m in pose], dtype=np.int64)
+        # Within half a second of the recording; otherwise the expansion does not cover it.
+        if ref_us < t[0] - 500_000 or ref_us > t[-1] + 500_000:
+            return None
+
+        def interp(ts: np.ndarray, values: np.ndarray) -> float:
+            return float(np.interp(ref_us - ts[0], ts - ts[0], values))
+
+        speed = interp(t, np.array([m["vel"][0] for m in pose], np.float64))
+        yaw_rate = interp(t, np.array([m["rotation_rate"][2] for m in pose], np.float64))
+        accel = interp(t, np.array([m["accel"][0] for m in pose], np.float64))
+        steering = float("nan")
+        if msgs["steeranglefeedback"]:
+            st = msgs["steeranglefeedback"]
+            ts = np.array([m["utime"] for m in st], dtype=np.int64)
+            steering = interp(ts, np.array([m["value"] for m in st], np.float64))
+        elif msgs["vehicle_monitor"]:
+            vm = msgs["vehicle_monitor"]
+            ts = np.array([m["utime"] for m in vm], dtype=np.int64)
+            steering = np.radians(interp(ts, np.array([m["steering"] for m in vm], np.float64)))
+        return CanBusState(
+            speed_mps=speed, yaw_rate_radps=yaw_rate, accel_mps2=accel, steering_rad=steering
+        )
+
+    def _scene(self, scene_token: str) -> _SceneIndex:
+        """Per-channel time-sorted sample_data of a scene (built for all scenes on first use)."""
+        if self._scene_index is None:
+            by_scene: dict[str, dict[str, list[tuple[int, str]]]] = defaultdict(
+                lambda: defaultdict(list)
+            )
+            sample_scene = {s["token"]: s["scene_token"] for s in self.nusc.sample}
+            for sd in self.nusc.sample_data:
+                scene = sample_scene[sd["sample_token"]]
+                by_scene[scene][sd["channel"]].append((int(sd["timestamp"]), sd["token"]))
+            self._scene_index = {}
+            for scene, channels in by_scene.items():
+                tokens, streams = {}, {}
+                for ch, items in channels.items():
+                    items.sort()
+                    tokens[ch] = [tok for _, tok in items]
+                    streams[ch] = TimestampStream(
+                        f"{ch} in scene {scene}", np.array([ts for ts, _ in items], np.int64)
+                    )
+                self._scene_index[scene] = _SceneIndex(tokens, streams, None)
+        if scene_token not in self._scene_index:
+            self.nusc.get("scene", scene_token)  # KeyError for an unknown token
+            self._scene_index[scene_token] = _SceneIndex({}, {}, None)
+        index = self._scene_index[scene_token]
+        if index.ego_track is None and index.tokens.get(LIDAR_CHANNEL):
+            sds = [self.nusc.get("sample_data", t) for t in index.tokens[LIDAR_CHANNEL]]
+            index.ego_track = EgoPoseTrack.from_poses(
+                [sd["timestamp"] for sd in sds],
+                [self._ego_pose(sd["ego_pose_token"]) for sd in sds],
+                name=f"{LIDAR_CHANNEL} ego poses of scene {scene_token}",
+            )
+        return index

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from calibration.accumulate import accumulate_sweeps, remove_close
+from calibration.se3 import SE3
+from sensors.types import ACCUMULATED_COLUMNS, NUSCENES_COLUMNS, LidarSweep
+
+
+def _sweep(pts, t, dropped=0):
+    pts = np.asarray(pts, np.float32)
+    return LidarSweep(
+        np.c_[pts, np.ones((len(pts), 1), np.float32)],
+        NUSCENES_COLUMNS,
+        t,
+        num_dropped_nonfinite=dropped,
+    )
+
+
+def test_motion_compensated_merge_with_time_lag():
+    ref = _sweep([[5.0, 0.0, 0.0, 7.0]], 1_000_000)
+    old = _sweep([[5.0, 0.0, 0.0, 9.0], [0.5, 0.5, 0.0, 1.0]], 950_000, dropped=2)
+    # The ego moved 0.5 m forward between the sweeps: the old sweep's origin is at -0.5 m.
+    poses = [SE3.identity(), SE3(np.eye(3), [-0.5, 0.0, 0.0])]
+    acc = accumulate_sweeps([ref, old], poses, 1_000_000, min_distance_m=1.0)
+    assert acc.columns == ACCUMULATED_COLUMNS and acc.frame == "ego"
+    np.testing.assert_allclose(
+        acc.points, [[5.0, 0, 0, 7.0, 0.0], [4.5, 0, 0, 9.0, 0.05]], atol=1e-7
+    )
+    assert acc.num_dropped_nonfinite == 2
+
+
+def test_remove_close_is_the_devkit_square():
+    pts = np.array([[0.9, 0.9, 0], [0.9, 1.0, 0], [-0.99, 0.2, 5], [1.5, 0, 0]], np.float32)
+    assert remove_close(pts, 1.0).tolist() == pts[[1, 3]].tolist()
+    assert remove_close(pts, 0.0).shape == (4, 3)
+
+
+def test_empty_and_mismatch():
+    acc = accumulate_sweeps([_sweep(np.zeros((0, 4)), 5)], [SE3.identity()], 5)
+    assert acc.points.shape == (0, 5)
+    with pytest.raises(ValueError, match="2 sweeps but 1 poses"):
+        accumulate_sweeps([_sweep(np.zeros((0, 4)), 5)] * 2, [SE3.identity()], 5)

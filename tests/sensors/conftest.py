@@ -1,0 +1,34 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sensors.readers import read_lidar_file
+
+FRAME_DIR = Path(__file__).resolve().parents[2] / "../shared/data/nuscenes-frame"
+
+
+@pytest.fixture(scope="session")
+def frame_dir() -> Path:
+    if not (FRAME_DIR / "frame.json").is_file():
+        pytest.skip(f"real nuScenes keyframe not found at {FRAME_DIR.resolve()}")
+    return FRAME_DIR
+
+
+@pytest.fixture(scope="session")
+def frame(frame_dir) -> dict:
+    return json.loads((frame_dir / "frame.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def frame_lidar(frame_dir, frame):
+    return read_lidar_file(frame_dir / frame["lidar"]["file"], frame["lidar"]["timestamp_us"])
+
+
+@pytest.fixture(scope="session")
+def frame_matrices(frame) -> dict:
+    return {
+        ch: {k: np.array(v) for k, v in c.items() if isinstance(v, list)}
+        for ch, c in frame["cameras"].items()
+    }
