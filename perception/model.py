@@ -1,0 +1,112 @@
+"""The whole fusion model, built from a ``ModelConfig``; ``forward`` fits on one screen."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from perception.backbones.camera import CameraBackbone
+from perception.backbones.lidar import LidarBackbone, gather_paint
+from perception.backbones.ultrasonic import UltrasonicBackbone
+from perception.config import MODALITY_ORDER, ModelConfig
+from perception.fusion import build_fuser
+from perception.heads import HeadOutputs, Heads
+from perception.heads.losses import (
+    TaskWeighting,
+    gaussian_focal_loss,
+    planning_loss,
+    regression_loss,
+)
+from perception.inputs import NUM_CAMERAS, Batch
+from perception.timing import Stopwatch, maybe_stage
+
+
+class FusionModel(nn.Module):
+    """Per-modality backbones -> BEV maps on one grid -> fuser -> detection + planning heads."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.serial = cfg.fusion.kind == "serial"
+        self.late = cfg.fusion.kind == "late"
+        in_ch: dict[str, int] = {}
+        self.camera = self.lidar = self.ultrasonic = None
+        self.paint_proj: nn.Module | None = None
+        if cfg.uses("camera"):
+            self.camera = CameraBackbone(cfg.camera, cfg.grid, lift=not self.serial)
+            if self.serial:
+                self.paint_proj = nn.Conv2d(
+                    self.camera.encoder.out_channels, cfg.fusion.paint_channels, 1
+                )
+            else:
+                in_ch["camera"] = self.camera.out_channels
+        if cfg.uses("lidar"):
+            paint = cfg.fusion.paint_channels if self.serial else 0
+            self.lidar = LidarBackbone(cfg.lidar, cfg.grid, paint_channels=paint)
+            in_ch["lidar"] = self.lidar.out_channels
+        if cfg.uses("ultrasonic"):
+            self.ultrasonic = UltrasonicBackbone(cfg.ultrasonic, cfg.grid, cfg.lidar)
+            in_ch["ultrasonic"] = self.ultrasonic.out_channels
+        # Modalities whose map reaches the fuser (serial: the camera arrives inside the LiDAR).
+        self.fused_modalities = tuple(in_ch)
+        self.fuser = build_fuser(cfg, in_ch)
+        self.heads = None if self.late else Heads(cfg.fusion.channels, cfg)
+        self.task_weighting = TaskWeighting(cfg.loss)
+
+    def forward(self, batch: Batch, watch: Stopwatch | None = None) -> HeadOutputs:
+        """Raw head outputs for a batch; ``watch`` collects per-stage times."""
+        b = batch.batch_size
+        bevs: dict[str, torch.Tensor] = {}
+        painted = None
+        if self.camera is not None:
+            with maybe_stage(watch, "camera_backbone"):
+                img = self.camera.encode(batch.images)  # (B*K, C, h, w)
+            if self.serial:
+                with maybe_stage(watch, "painting"):
+                    feats = self.paint_proj(img).unflatten(0, (b, NUM_CAMERAS))
+                    painted = gather_paint(feats, batch.paint_index)
+            else:
+                with maybe_stage(watch, "view_transform"):
+                    cam_bev = self.camera.view_transform(
+                        img, batch.cell_index, batch.camera_mask
+                    )
+                with maybe_stage(watch, "camera_bev_encoder"):
+                    bevs["camera"] = self.camera.bev_encoder(cam_bev)
+        if self.lidar is not None:
+            with maybe_stage(watch, "lidar_backbone"):
+                bevs["lidar"] = self.lidar(
+                    batch.pillars, batch.pillar_coords, batch.pillar_num_points, b, painted
+                )
+        if self.ultrasonic is not None:
+            with maybe_stage(watch, "ultrasonic_backbone"):
+                bevs["ultrasonic"] = self.ultrasonic(batch.ultrasonic_raster)
+        if self.late:  # decision-level: a head per modality, mixed by learned weights
+            with maybe_stage(watch, "heads"):
+                return self.fuser(bevs, batch.presence, batch.command, batch.ego_status)
+        with maybe_stage(watch, "fuser"):
+            fused = self.fuser(bevs, batch.presence)
+        with maybe_stage(watch, "heads"):
+            return self.heads(fused, batch.command, batch.ego_status)
+
+    def has_input(self, presence: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: some modality that reaches the fuser is present (else: no detections)."""
+        cols = [MODALITY_ORDER.index(m) for m in self.fused_modalities]
+        return presence[:, cols].any(dim=1)
+
+    def loss(self, out: HeadOutputs, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total training loss and its parts (floats, for logging)."""
+        if batch.heatmap is None:
+            raise ValueError("Batch has no detection targets (unannotated samples?)")
+        heat = gaussian_focal_loss(out.heatmap, batch.heatmap)
+        reg = regression_loss(
+            out.reg, batch.reg_index, batch.reg_target, batch.reg_mask, batch.vel_mask
+        )
+        plan = planning_loss(out.waypoints, batch.plan_target, batch.plan_mask)
+        total = self.task_weighting(heat, reg, plan)
+        parts = {k: float(v.detach()) for k, v in (("heatmap", heat), ("reg", reg), ("plan", plan))}
+        return total, parts
+
+
+def build_model(cfg: ModelConfig) -> FusionModel:
+    """The model for ``cfg`` (randomly initialised)."""
+    return FusionModel(cfg)

@@ -1,0 +1,457 @@
+"""Training: cached per-sample tensors, AdamW + one-cycle, AMP on CUDA, torchrun DDP, resume.
+
+The expensive, deterministic part of the input (image decode and resize, LiDAR crop, targets)
+is cached per sample as ``.npz`` under ``cache_dir`` (keyed by the data and the config fields
+that shape it), so that an epoch costs only voxelization and the network. Modality dropout is
+applied per sample on the fly.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from calibration.sample import Boxes3D
+from calibration.se3 import SE3
+from perception.checkpoint import git_commit, save_checkpoint
+from perception.config import MODALITY_ORDER, ModelConfig, preset
+from perception.heads import decode_detections
+from perception.inputs import NUM_CAMERAS, Batch, SampleArrays, collate, prepare_sample
+from perception.model import FusionModel, build_model
+
+TRAIN_STATE_NAME = "train_state.pt"
+LOG_NAME = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a training run needs (``tools/train.py`` fills it from the command line).
+
+    Attributes:
+        variant / preset_name: which ``perception.config.preset``.
+        dataroot / version / split: nuScenes-format data (real or synthetic).
+        out_dir: checkpoint folder (model.pt, config.json, provenance.json, train state).
+        epochs / steps: length of training (``steps`` wins when both are given).
+        batch_size / lr / weight_decay: optimiser settings (None = the preset's).
+        seed: seeds Python, numpy and torch.
+        num_workers: DataLoader workers (voxelization runs in them).
+        cache_dir: where per-sample arrays are cached.
+        resume: continue from ``out_dir/train_state.pt`` when present.
+        init_from: checkpoint folders whose matching weights initialise the model.
+        freeze: modality branches to freeze (``camera``, ``lidar``, ``ultrasonic``).
+        modality_dropout: per-modality drop probability (None = the preset's).
+        amp: bfloat16 autocast on CUDA.
+        max_samples: use only the first N training samples (smoke runs).
+        log_every / save_every: steps between log lines / checkpoints.
+        device: ``cuda``/``cpu``; None = CUDA when present.
+        threads: torch CPU threads (None = torch's default).
+
+    """
+
+    variant: str = "concat_conv"
+    preset_name: str = "tiny"
+    dataroot: str = "data/sim"
+    version: str = "v1.0-mini"
+    split: str = "mini_train"
+    out_dir: str = "outputs/train"
+    epochs: int | None = 1
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    seed: int = 0
+    num_workers: int = 0
+    cache_dir: str = "data/cache"
+    resume: bool = False
+    init_from: tuple[str, ...] = ()
+    freeze: tuple[str, ...] = ()
+    modality_dropout: tuple[float, float, float] | None = None
+    amp: bool = True
+    max_samples: int | None = None
+    log_every: int = 20
+    save_every: int = 500
+    device: str | None = None
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - libraries still draw from the legacy global state
+    torch.manual_seed(seed)
+
+
+def cache_key(cfg: ModelConfig, dataroot: str, version: str) -> str:
+    """Folder name for cached arrays: changes whenever the cached content would."""
+    shaping = {
+        "dataroot": str(Path(dataroot).resolve()),
+        "version": version,
+        "grid": asdict(cfg.grid),
+        "image_hw": cfg.camera.image_hw,
+        "detection": [cfg.detection.class_groups, cfg.detection.max_objects,
+                      cfg.detection.min_radius_cells, cfg.detection.gaussian_overlap],
+        "waypoints": cfg.planning.num_waypoints,
+        "format": 2,
+    }
+    digest = hashlib.sha1(json.dumps(shaping, sort_keys=True, default=list).encode()).hexdigest()
+    return f"{version}_{cfg.preset}_{digest[:10]}"
+
+
+def cache_split(
+    dataroot: str,
+    version: str,
+    split: str,
+    cfg: ModelConfig,
+    cache_dir: str,
+    progress: bool = True,
+    max_samples: int | None = None,
+) -> list[Path]:
+    """Prepare (once) and list the cached ``SampleArrays`` of every sample in ``split``.
+
+    A sample that fails to load is reported on stderr and skipped; the others are kept.
+    """
+    from sensors.datasets.nuscenes import NuScenesDataset
+
+    ds = NuScenesDataset(dataroot, version=version)
+    tokens = ds.split_sample_tokens(split)
+    if max_samples is not None:
+        tokens = tokens[:max_samples]
+    folder = Path(cache_dir) / cache_key(cfg, dataroot, version)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for tok in tqdm(tokens, desc=f"cache {split}", disable=not progress, file=sys.stderr):
+        f = folder / f"{tok}.npz"
+        if not f.is_file():
+            try:
+                arrays = prepare_sample(ds.load_sample(tok), cfg)
+            except Exception as e:  # noqa: BLE001 - a long job records the bad frame, goes on
+                print(f"[cache] sample {tok}: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
+            tmp = folder / f"{tok}.tmp.npz"
+            arrays.save(tmp)
+            tmp.replace(f)
+        files.append(f)
+    if not files:
+        raise RuntimeError(f"no usable samples in split {split!r} of {dataroot} ({version})")
+    return files
+
+
+class CachedSamples(Dataset):
+    """Cached ``SampleArrays`` with per-modality (and per-camera) dropout when training."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        modality_dropout: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        camera_dropout: float = 0.0,
+    ) -> None:
+        self.files = list(files)
+        self.modality_dropout = modality_dropout
+        self.camera_dropout = camera_dropout
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> SampleArrays:
+        a = SampleArrays.load(self.files[i])
+        if any(self.modality_dropout) or self.camera_dropout:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+            drop = [m for m, p in zip(MODALITY_ORDER, self.modality_dropout) if rng.random() < p]
+            if len(drop) == len(MODALITY_ORDER):
+                drop = drop[:-1]  # keep at least one sensor: an empty frame teaches nothing
+            a = a.without(tuple(drop))
+            if self.camera_dropout:
+                a = a.without_cameras(rng.random(NUM_CAMERAS) < self.camera_dropout)
+        return a
+
+
+class TrainStep(nn.Module):
+    """Forward + loss in one module, so that DistributedDataParallel syncs on it."""
+
+    def __init__(self, model: FusionModel, frozen: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.model = model
+        self.frozen = frozen
+        for name in frozen:
+            branch = getattr(model, name, None)
+            if branch is None:
+                raise ValueError(f"cannot freeze {name!r}: the model has no such branch")
+            for p in branch.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TrainStep:
+        """Frozen branches stay in eval mode (their BatchNorm statistics stay fixed)."""
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self.model, name).eval()
+        return self
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Total loss and the detached parts (heatmap, regression, planning)."""
+        out = self.model(batch)
+        total, parts = self.model.loss(out, batch)
+        return total, torch.tensor([parts["heatmap"], parts["reg"]]), torch.tensor(parts["plan"])
+
+
+def init_from_checkpoints(model: nn.Module, paths: tuple[str, ...]) -> int:
+    """Copy every tensor whose name and shape match from the given checkpoints; returns count."""
+    from perception.checkpoint import WEIGHTS_NAME, resolve_checkpoint_dir
+
+    own = model.state_dict()
+    loaded = {}
+    for p in paths:
+        state = torch.load(
+            resolve_checkpoint_dir(p) / WEIGHTS_NAME, map_location="cpu", weights_only=True
+        )
+        for k, v in state.items():
+            # Backbones only: heads and fusers of another variant mean something else.
+            if not k.startswith(("camera.", "lidar.", "ultrasonic.")):
+                continue
+            if k in own and tuple(own[k].shape) == tuple(v.shape):
+                loaded[k] = v
+    own.update(loaded)
+    model.load_state_dict(own)
+    return len(loaded)
+
+
+def _infinite(loader: DataLoader, sampler: DistributedSampler | None) -> Iterator[Batch]:
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(opts: TrainOptions) -> Path:
+    """Train one variant; returns the checkpoint folder. See ``TrainOptions``."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if opts.device:
+        device = torch.device(opts.device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    seed_everything(opts.seed + rank)
+
+    cfg = preset(opts.preset_name, opts.variant)
+    tc = cfg.train
+    tc = replace(
+        tc,
+        batch_size=opts.batch_size or tc.batch_size,
+        lr=opts.lr or tc.lr,
+        weight_decay=opts.weight_decay if opts.weight_decay is not None else tc.weight_decay,
+        modality_dropout=opts.modality_dropout or tc.modality_dropout,
+    )
+    cfg = replace(cfg, train=tc)
+    out_dir = Path(opts.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    if rank == 0:
+        files = cache_split(
+            opts.dataroot, opts.version, opts.split, cfg, opts.cache_dir,
+            max_samples=opts.max_samples,
+        )
+    if distributed:
+        dist.barrier()  # rank 0 filled the cache; the others only list it
+        if rank != 0:
+            files = cache_split(
+                opts.dataroot, opts.version, opts.split, cfg, opts.cache_dir, progress=False,
+                max_samples=opts.max_samples,
+            )
+    dropout = tc.modality_dropout
+    # Variants without a branch for a modality gain nothing from dropping it.
+    dropout = tuple(p if cfg.uses(m) else 0.0 for m, p in zip(MODALITY_ORDER, dropout))
+    data = CachedSamples(files, dropout, tc.camera_dropout if cfg.uses("camera") else 0.0)
+    sampler = DistributedSampler(data, seed=opts.seed) if distributed else None
+    loader = DataLoader(
+        data,
+        batch_size=tc.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=opts.num_workers,
+        collate_fn=functools.partial(collate, cfg=cfg),
+        drop_last=len(data) >= tc.batch_size,
+        persistent_workers=opts.num_workers > 0,
+        generator=torch.Generator().manual_seed(opts.seed),
+    )
+    steps_per_epoch = max(1, len(loader))
+    total_steps = opts.steps or (opts.epochs or 1) * steps_per_epoch
+
+    model = build_model(cfg)
+    n_init = init_from_checkpoints(model, opts.init_from) if opts.init_from else 0
+    step_module = TrainStep(model, opts.freeze).to(device)
+    params = [p for p in step_module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=tc.lr, total_steps=total_steps, pct_start=0.2
+    )
+    step = 0
+    state_file = out_dir / TRAIN_STATE_NAME
+    if opts.resume and state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if state["config_name"] != cfg.name or state["total_steps"] != total_steps:
+            raise ValueError(
+                f"{state_file}: cannot resume: it is {state['config_name']!r} with "
+                f"{state['total_steps']} steps, this run is {cfg.name!r} with {total_steps}"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+    runner: nn.Module = step_module
+    if distributed:
+        runner = nn.parallel.DistributedDataParallel(
+            step_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    use_amp = opts.amp and device.type == "cuda"
+    provenance = {
+        "dataroot": str(Path(opts.dataroot).resolve()),
+        "version": opts.version,
+        "split": opts.split,
+        "num_train_samples": len(data),
+        "git_commit": git_commit(),
+        "variant": opts.variant,
+        "preset": opts.preset_name,
+        "steps": total_steps,
+        "batch_size": tc.batch_size,
+        "lr": tc.lr,
+        "seed": opts.seed,
+        "init_from": list(opts.init_from),
+        "initialised_tensors": n_init,
+        "freeze": list(opts.freeze),
+        "device": str(device),
+        "world_size": dist.get_world_size() if distributed else 1,
+        "command": " ".join(sys.argv),
+    }
+
+    def save(final: bool) -> None:
+        if rank != 0:
+            return
+        prov = dict(provenance, steps_done=step, final=final,
+                    saved_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        save_checkpoint(out_dir, model, cfg, prov)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "total_steps": total_steps,
+                "config_name": cfg.name,
+                "torch_rng": torch.get_rng_state(),
+            },
+            state_file,
+        )
+
+    runner.train()
+    log = open(out_dir / LOG_NAME, "a") if rank == 0 else None  # noqa: SIM115
+    bar = tqdm(total=total_steps, initial=step, desc=cfg.name, disable=rank != 0,
+               file=sys.stderr, mininterval=5.0)
+    ema = None
+    t_start = time.time()
+    it = _infinite(loader, sampler)
+    try:
+        while step < total_steps:
+            batch = next(it).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, det_parts, plan_part = runner(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{cfg.name}: loss is {value} at step {step}")
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if log is not None and (step % opts.log_every == 0 or step == total_steps):
+                rec = {"step": step, "loss": value, "loss_ema": ema,
+                       "heatmap": float(det_parts[0]), "reg": float(det_parts[1]),
+                       "plan": float(plan_part), "lr": scheduler.get_last_lr()[0],
+                       "elapsed_s": round(time.time() - t_start, 1)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if step % opts.save_every == 0 and step < total_steps:
+                save(final=False)
+        save(final=True)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        if distributed:
+            dist.destroy_process_group()
+    return out_dir
+
+
+@torch.inference_mode()
+def predict_files(
+    model: FusionModel,
+    cfg: ModelConfig,
+    files: list[Path],
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    drop: tuple[str, ...] = (),
+    progress: bool = True,
+) -> tuple[dict[str, Boxes3D], dict[str, SE3]]:
+    """Detections (ego frame) and ego poses for cached samples, for nuScenes evaluation.
+
+    Args:
+        model: trained model.
+        cfg: its configuration.
+        files: cached ``SampleArrays``.
+        batch_size: samples per forward.
+        device: where to run.
+        drop: modalities to remove from every sample (sensor-fault evaluation).
+        progress: show a progress bar.
+
+    Returns:
+        ``(detections by sample token, global_SE3_ego by sample token)``.
+
+    """
+    model = model.to(device).eval()
+    dets: dict[str, Boxes3D] = {}
+    poses: dict[str, SE3] = {}
+    for i in tqdm(range(0, len(files), batch_size), disable=not progress, desc="predict",
+                  file=sys.stderr):
+        arrays = [SampleArrays.load(f) for f in files[i : i + batch_size]]
+        if drop:
+            arrays = [a.without(drop) for a in arrays]
+        batch = collate(arrays, cfg).to(device)
+        out = model(batch)
+        boxes = decode_detections(out.heatmap, out.reg, cfg, model.has_input(batch.presence))
+        for a, b in zip(arrays, boxes):
+            dets[a.token] = b
+            poses[a.token] = SE3.from_matrix(a.global_SE3_ego, f"pose of {a.token}")
+    return dets, poses

@@ -1,0 +1,48 @@
+import orjson
+import pytest
+
+from perception.config import (
+    FUSION_VARIANTS,
+    PRESETS,
+    config_from_dict,
+    config_to_dict,
+    preset,
+)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("variant", FUSION_VARIANTS)
+def test_every_preset_round_trips_through_json(name, variant):
+    cfg = preset(name, variant)
+    assert cfg.variant == variant and cfg.preset == name
+    back = config_from_dict(orjson.loads(orjson.dumps(config_to_dict(cfg))))
+    assert back == cfg
+
+
+def test_variants_use_the_right_modalities_and_fusers():
+    assert preset("tiny", "camera_only").fusion.modalities == ("camera",)
+    assert preset("tiny", "lidar_only").fusion.modalities == ("lidar",)
+    assert preset("tiny", "lidar_ultrasonic").fusion.modalities == ("lidar", "ultrasonic")
+    for v in ("mean", "weighted", "concat_conv", "gated", "serial", "late"):
+        cfg = preset("tiny", v)
+        assert cfg.fusion.kind == v
+        assert cfg.fusion.modalities == ("camera", "lidar", "ultrasonic")
+
+
+def test_tiny_grid_and_base_grid():
+    tiny, base = preset("tiny"), preset("base")
+    assert (tiny.grid.height, tiny.grid.width) == (64, 64)
+    assert (base.grid.height, base.grid.width) == (256, 256)
+    assert tiny.camera.feature_hw == (12, 22)
+
+
+def test_unknown_names_and_stale_config_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown fusion variant"):
+        preset("tiny", "bogus")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    d = config_to_dict(preset())
+    d["lidar"]["voxel_m"] = 0.2
+    del d["lidar"]["pillar_m"]
+    with pytest.raises(ValueError, match=r"lidar.*unknown fields \['voxel_m'\].*missing.*pillar_m"):
+        config_from_dict(d)

@@ -1,0 +1,126 @@
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from model_synth import make_sample, micro_config
+
+from perception.config import FUSION_VARIANTS, MODALITY_ORDER, preset
+from perception.inputs import collate, prepare_sample
+from perception.model import build_model
+
+pytest.importorskip("perception.ops.ultrasonic_raster", reason="engineer C's raster kernel")
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [make_sample(seed) for seed in range(2)]
+
+
+@pytest.fixture(scope="module")
+def tiny_batch(samples):
+    cfg = preset("tiny", "concat_conv")
+    return cfg, collate([prepare_sample(s, cfg) for s in samples], cfg)
+
+
+def test_tiny_output_shapes(tiny_batch):
+    cfg, batch = tiny_batch
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(batch)
+    assert out.heatmap.shape == (2, 10, 64, 64)
+    assert out.reg.shape == (2, 6, 10, 64, 64)
+    assert out.waypoints.shape == (2, 6, 2)
+    assert batch.images.shape == (2, 6, 3, 96, 176)
+    assert batch.cell_index.shape == (2, 6, 24, 12, 22)
+    assert batch.ultrasonic_raster.shape == (2, 2, 128, 128)
+    assert batch.heatmap.shape == (2, 10, 64, 64)
+    assert torch.isfinite(out.heatmap).all() and torch.isfinite(out.waypoints).all()
+
+
+def _absent_sets():
+    sets = [(m,) for m in MODALITY_ORDER]
+    sets += [tuple(m for m in MODALITY_ORDER if m != keep) for keep in MODALITY_ORDER]
+    return sets + [MODALITY_ORDER]
+
+
+@pytest.mark.parametrize("variant", FUSION_VARIANTS)
+def test_every_variant_survives_every_missing_modality(variant, samples):
+    cfg = micro_config(variant)
+    model = build_model(cfg).eval()
+    arrays = [prepare_sample(s, cfg) for s in samples]
+    for absent in _absent_sets():
+        batch = collate([arrays[0].without(absent), arrays[1]], cfg)
+        with torch.no_grad():
+            out = model(batch)
+        for t in (out.heatmap, out.reg, out.waypoints):
+            assert torch.isfinite(t).all(), (variant, absent)
+        has = model.has_input(batch.presence)
+        fused = set(model.fused_modalities)
+        assert bool(has[0]) == bool(fused - set(absent)), (variant, absent)
+        assert bool(has[1])
+
+
+@pytest.mark.parametrize("variant", ["mean", "weighted", "concat_conv", "gated", "late", "serial"])
+def test_missing_modality_cannot_poison_the_output(variant, samples):
+    """With a modality marked absent, whatever its (stale, corrupted) input holds is ignored."""
+    cfg = micro_config(variant)
+    model = build_model(cfg).eval()
+    a = prepare_sample(samples[0], cfg)
+    for m in ("camera", "lidar", "ultrasonic"):
+        if variant == "serial" and m == "lidar":
+            continue  # painting lives in the LiDAR branch; dropping it drops the fused map
+        clean = a.without((m,))
+        presence = clean.presence
+        # Same "absent" flag but garbage data left in the arrays.
+        garbage = replace(
+            a,
+            presence=presence,
+            images=np.full_like(a.images, 255),
+            points=a.points * 3.0,
+            ultrasonic_m=np.full(12, 0.3, np.float32),
+        )
+        if m == "camera":
+            garbage = replace(garbage, camera_mask=clean.camera_mask)
+        else:
+            garbage = replace(garbage, images=a.images)
+        if m != "lidar":
+            garbage = replace(garbage, points=a.points)
+        if m != "ultrasonic":
+            garbage = replace(garbage, ultrasonic_m=a.ultrasonic_m)
+        with torch.no_grad():
+            ref = model(collate([clean], cfg))
+            got = model(collate([garbage], cfg))
+        torch.testing.assert_close(got.heatmap, ref.heatmap, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got.waypoints, ref.waypoints, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", FUSION_VARIANTS)
+def test_every_variant_loss_falls_on_a_tiny_batch(variant, samples):
+    cfg = micro_config(variant)
+    model = build_model(cfg).train()
+    batch = collate([prepare_sample(s, cfg) for s in samples], cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss, _ = model.loss(model(batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.8 * losses[0], (variant, losses)
+    # Every trainable parameter of a used branch got a gradient at some point.
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad
+
+
+def test_modality_presence_grid_covers_all_combinations():
+    # Guard for the parametrisation above: singles, all-but-one, and all absent.
+    combos = {frozenset(s) for s in _absent_sets()}
+    assert len(combos) == 7
+    every = itertools.chain.from_iterable(
+        itertools.combinations(MODALITY_ORDER, r) for r in (1, 2, 3)
+    )
+    assert combos == {frozenset(c) for c in every}
