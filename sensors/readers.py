@@ -109,9 +109,11 @@ def read_lidar_file(
                 f"float32 rows ({row_bytes} bytes each); truncated or wrong format"
             )
         points = np.fromfile(path, dtype=np.float32).reshape(-1, len(columns))
-    finite = np.isfinite(points).all(axis=1)
-    num_bad = int(points.shape[0] - np.count_nonzero(finite))
-    if num_bad:
+    num_bad = 0
+    # One flat pass first: the per-row reduction costs 4x more and is almost never needed.
+    if not np.isfinite(points).all():
+        finite = np.isfinite(points).all(axis=1)
+        num_bad = int(points.shape[0] - np.count_nonzero(finite))
         points = points[finite]
     return LidarSweep(
         points=points,

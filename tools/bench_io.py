@@ -1,0 +1,147 @@
+"""Sample-reading throughput: 6 camera JPEGs + 10 accumulated LiDAR sweeps per sample.
+
+    python tools/bench_io.py [--frame ../shared/data/nuscenes-frame] [--repeats 10]
+    python tools/bench_io.py --dataroot data/sim-mini [--version v1.0-mini]
+
+Default source: the real nuScenes keyframe (six 1600x900 JPEGs; its one LiDAR sweep is read
+10 times, each time as a different sweep with a synthetic ego pose 0.45 m apart, as 10
+consecutive 20 Hz sweeps at 9 m/s would be). With ``--dataroot``: the keyframes of a
+nuScenes-format dataroot through ``NuScenesDataset.load_sample`` (cameras, 10 sweeps,
+ultrasonic, boxes, CAN bus).
+
+Peer: the nuscenes-devkit's own way — PIL decode at full size (what the devkit's renderers
+use) and ``LidarPointCloud.from_file`` + ``transform_matrix`` per sweep (what
+``from_file_multisweep`` does). Printed side by side with drivefuse at full, 1/2, 1/4 and
+1/8 decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from nuscenes.utils.data_classes import LidarPointCloud
+from nuscenes.utils.geometry_utils import transform_matrix
+from PIL import Image
+from pyquaternion import Quaternion
+
+from calibration.accumulate import accumulate_sweeps
+from calibration.se3 import SE3
+from sensors.readers import read_camera_image, read_lidar_file
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_SWEEPS = 10
+
+
+def _timeit(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: page cache, lazy imports
+    best = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best.append(time.perf_counter() - t0)
+    # Median: the machine is shared, the minimum flatters and the mean is noisy.
+    return float(np.median(best))
+
+
+def frame_readers(frame_dir: Path) -> dict[str, Callable[[], object]]:
+    meta = json.loads((frame_dir / "frame.json").read_text())
+    lidar_path = frame_dir / meta["lidar"]["file"]
+    t_ref = meta["lidar"]["timestamp_us"]
+    l2e = np.array(meta["lidar"]["lidar2ego"])
+    ego_SE3_lidar = SE3.from_matrix(l2e)
+    # Sweep k is 50 ms older and its ego origin 0.45 m behind the reference ego.
+    poses = [SE3(np.eye(3), [-0.45 * k, 0.0, 0.0]) @ ego_SE3_lidar for k in range(NUM_SWEEPS)]
+    times = [t_ref - 50_000 * k for k in range(NUM_SWEEPS)]
+    cams = [
+        (frame_dir / c["file"], np.array(c["intrinsics"]), ch, c["timestamp_us"])
+        for ch, c in meta["cameras"].items()
+    ]
+
+    def ours(reduction: int) -> Callable[[], object]:
+        def run() -> object:
+            images = [read_camera_image(p, k, ch, t, reduction) for p, k, ch, t in cams]
+            sweeps = [read_lidar_file(lidar_path, t) for t in times]
+            return images, accumulate_sweeps(sweeps, poses, t_ref)
+
+        return run
+
+    def peer() -> object:
+        images = [np.asarray(Image.open(p).convert("RGB")) for p, _, _, _ in cams]
+        pts = []
+        for k in range(NUM_SWEEPS):
+            pc = LidarPointCloud.from_file(str(lidar_path))
+            pc.remove_close(1.0)
+            pc.transform(transform_matrix([-0.45 * k, 0, 0], Quaternion()) @ l2e)
+            pts.append(pc.points)
+        return images, np.hstack(pts)
+
+    return {"peer": peer, **{f"ours_r{r}": ours(r) for r in (1, 2, 4, 8)}}
+
+
+def dataroot_readers(dataroot: Path, version: str, limit: int) -> dict[str, Callable[[], object]]:
+    from sensors.datasets.nuscenes import NuScenesDataset
+
+    datasets = {r: NuScenesDataset(dataroot, version, NUM_SWEEPS, r) for r in (1, 2, 4, 8)}
+    nusc = datasets[1].nusc
+    tokens = [t for s in datasets[1].scene_tokens for t in datasets[1].scene_sample_tokens(s)]
+    tokens = tokens[:limit]
+
+    def ours(r: int) -> Callable[[], object]:
+        return lambda: [datasets[r].load_sample(t) for t in tokens]
+
+    def peer() -> object:
+        out = []
+        for t in tokens:
+            sample = nusc.get("sample", t)
+            pc, times = LidarPointCloud.from_file_multisweep(
+                nusc, sample, "LIDAR_TOP", "LIDAR_TOP", nsweeps=NUM_SWEEPS
+            )
+            images = [
+                np.asarray(Image.open(nusc.get_sample_data_path(sample["data"][ch])).convert("RGB"))
+                for ch in sample["data"]
+                if ch.startswith("CAM")
+            ]
+            out.append((pc, times, images))
+        return out
+
+    return {"peer": peer, **{f"ours_r{r}": ours(r) for r in (1, 2, 4, 8)}}, len(tokens)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="sample-reading throughput, drivefuse vs devkit")
+    ap.add_argument("--frame", type=Path, default=REPO / "../shared/data/nuscenes-frame")
+    ap.add_argument("--dataroot", type=Path, default=None)
+    ap.add_argument("--version", default="v1.0-mini")
+    ap.add_argument("--limit", type=int, default=8, help="keyframes per pass (--dataroot)")
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args()
+
+    if args.dataroot is not None:
+        readers, per_pass = dataroot_readers(args.dataroot, args.version, args.limit)
+        source = f"{args.dataroot} ({per_pass} keyframes per pass, NuScenesDataset.load_sample)"
+    else:
+        readers, per_pass = frame_readers(args.frame), 1
+        source = f"{args.frame.resolve()} (1 sweep read as 10 sweeps with synthetic poses)"
+    print(f"source: {source}")
+    print(f"{'reader':<32}{'ms/sample':>10}{'samples/s':>11}{'vs peer':>9}")
+    labels = {
+        "peer": "devkit (PIL + LidarPointCloud)",
+        "ours_r1": "drivefuse full decode",
+        "ours_r2": "drivefuse 1/2 decode",
+        "ours_r4": "drivefuse 1/4 decode",
+        "ours_r8": "drivefuse 1/8 decode",
+    }
+    base = None
+    for key, fn in readers.items():
+        sec = _timeit(fn, args.repeats) / per_pass
+        base = base or sec
+        print(f"{labels[key]:<32}{sec * 1e3:>10.1f}{1.0 / sec:>11.1f}{base / sec:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
