@@ -27,6 +27,7 @@ from eval.detection.config import (
     DetectionConfig,
 )
 from eval.detection.data import EvalBoxSet
+from eval.detection.fastjson import KEY_NAMES, OK, pack_names, parse_entries
 from sensors.types import DETECTION_CLASSES
 
 CLASS_TO_ID: dict[str, int] = {c: i for i, c in enumerate(DETECTION_CLASSES)}
@@ -41,6 +42,14 @@ _CHUNK_BYTES = 8 << 20
 _EVENT_CAPACITY = 1 << 16
 # Scanner event kinds.
 _STR_START, _STR_END, _OPEN, _CLOSE, _COMMA = 1, 2, 3, 4, 5
+
+
+def _stack(seqs: list, width: int) -> np.ndarray:
+    """(len(seqs), width) float64 from equal-length number lists (faster than np.array)."""
+    if set(map(len, seqs)) - {width}:
+        raise ValueError(f"expected lists of {width} numbers")
+    flat = np.fromiter(chain.from_iterable(seqs), np.float64, count=len(seqs) * width)
+    return flat.reshape(len(seqs), width)
 
 
 class ResultsFormatError(ValueError):
@@ -164,7 +173,7 @@ def _stream_results(path: Path) -> Iterator[tuple[str, object]]:
                         if open_key == "results":
                             if pos > seg_start:
                                 last_comma = -1
-                                yield "samples", _parse_entries(pending, base, seg_start, pos, path)
+                                yield "entries", bytes(pending[seg_start - base : pos - base])
                             seg_start = -1
                             results_done = True
                         elif open_key == "meta":
@@ -174,7 +183,7 @@ def _stream_results(path: Path) -> Iterator[tuple[str, object]]:
                             )
                         open_key = None
             if open_key == "results" and last_comma > seg_start:
-                yield "samples", _parse_entries(pending, base, seg_start, last_comma, path)
+                yield "entries", bytes(pending[seg_start - base : last_comma - base])
                 seg_start = last_comma + 1
             # Keep only the bytes a later event can still need.
             keep_from = base + len(pending)
@@ -203,14 +212,46 @@ def _parse_json(raw: bytes | bytearray, path: Path) -> object:
             raise ResultsFormatError(f"{path}: invalid JSON ({e})") from None
 
 
-def _parse_entries(pending: bytearray, base: int, start: int, end: int, path: Path) -> dict:
-    """Parse the results entries between byte offsets [start, end) as one object."""
-    body = bytes(pending[start - base : end - base])
+def _entries_as_dict(body: bytes, path: Path) -> dict:
+    """General-parser fallback: the results entries ``"token": [...], ...`` as a dict."""
     if not body.strip():
         return {}
     out = _parse_json(b"{" + body + b"}", path)
     assert isinstance(out, dict)
     return out
+
+
+_CLASS_TABLE = pack_names(DETECTION_CLASSES)
+_ATTRIBUTE_TABLE = pack_names(ATTRIBUTE_NAMES)
+_KEY_TABLE = pack_names(KEY_NAMES)
+
+
+def _fast_columns(body: bytes, token_offset: int) -> tuple[list[str], dict] | None:
+    """Columns of the entries via the Numba parser; None when it cannot take this input."""
+    if not body.strip():
+        return [], {}
+    buf = np.frombuffer(body, np.uint8)
+    status, spans, counts, nums, num_pts, labels, attrs, fix_box, fix_col, fix_span = parse_entries(
+        buf, *_CLASS_TABLE, *_ATTRIBUTE_TABLE, *_KEY_TABLE, len(body) // 64 + 16
+    )
+    if status != OK:
+        return None
+    nums = np.array(nums)  # own the memory (the parser returns views of larger buffers)
+    for b, c, (s, e) in zip(fix_box.tolist(), fix_col.tolist(), fix_span.tolist()):
+        nums[b, c] = float(body[s:e])
+    tokens = [body[s:e].decode() for s, e in spans.tolist()]
+    cols = {
+        "translation": nums[:, 0:3],
+        "size": nums[:, 3:6],
+        "rotation": nums[:, 6:10],
+        "velocity": nums[:, 10:12],
+        "score": nums[:, 12].copy(),
+        "num_pts": np.array(num_pts),
+        "label": np.array(labels),
+        "attribute": np.array(attrs),
+        "sample_index": np.repeat(np.arange(len(tokens), dtype=np.int64), counts) + token_offset,
+    }
+    return tokens, cols
 
 
 def _box_columns(batch: dict, source: str, token_offset: int) -> dict[str, np.ndarray]:
@@ -309,8 +350,14 @@ def load_results(
         for kind, payload in _stream_results(path):
             if kind == "meta":
                 meta = payload  # type: ignore[assignment]
+                continue
+            assert isinstance(payload, bytes)
+            fast = _fast_columns(payload, len(tokens))
+            if fast is None:  # unusual but maybe valid JSON: the general parser decides
+                add(_entries_as_dict(payload, path))
             else:
-                add(payload)  # type: ignore[arg-type]
+                parts.append(fast[1])
+                tokens.extend(fast[0])
     if meta is None:
         raise ResultsFormatError(f"{name}: no 'meta' field")
     if len(set(tokens)) != len(tokens):
@@ -382,31 +429,53 @@ def split_sample_tokens(nusc, eval_set: str) -> list[str]:  # noqa: ANN001 - dev
     return tokens
 
 
-def _annotation_velocities(nusc) -> tuple[dict[str, int], np.ndarray]:  # noqa: ANN001
-    """(token -> row, (M, 2) xy velocity) of every annotation, as ``NuScenes.box_velocity``.
+def _annotation_index(nusc) -> dict[str, int]:  # noqa: ANN001
+    """sample_annotation token -> table row (the devkit's own index when it has one)."""
+    index = getattr(nusc, "_token2ind", {}).get("sample_annotation")
+    if index is None:
+        index = {a["token"]: i for i, a in enumerate(nusc.sample_annotation)}
+    return index
+
+
+def _split_annotations(nusc, sample_tokens: list[str]) -> tuple[list[dict], np.ndarray]:  # noqa: ANN001
+    """Annotation records of the samples in order, and the sample index of each."""
+    index = _annotation_index(nusc)
+    anns = nusc.sample_annotation
+    per_sample = [nusc.get("sample", t)["anns"] for t in sample_tokens]
+    counts = np.array([len(a) for a in per_sample], np.int64)
+    records = [anns[index[tok]] for tok in chain.from_iterable(per_sample)]
+    return records, np.repeat(np.arange(len(sample_tokens), dtype=np.int64), counts)
+
+
+def _velocities(nusc, records: list[dict]) -> np.ndarray:  # noqa: ANN001
+    """(M, 2) xy velocity of annotation records, as ``NuScenes.box_velocity`` estimates it.
 
     Centred difference over the previous and next annotation of the instance when both
     exist, else a one-sided difference; NaN for a lone annotation or too long a gap.
     """
+    m = len(records)
+    if m == 0:
+        return np.zeros((0, 2))
+    index = _annotation_index(nusc)
     anns = nusc.sample_annotation
-    row = {a["token"]: i for i, a in enumerate(anns)}
     sample_time_s = {s["token"]: 1e-6 * s["timestamp"] for s in nusc.sample}
-    m = len(anns)
-    xyz = np.array([a["translation"] for a in anns], np.float64).reshape(m, 3)
-    t = np.array([sample_time_s[a["sample_token"]] for a in anns], np.float64)
-    prev_row = np.array([row[a["prev"]] if a["prev"] else -1 for a in anns], np.int64)
-    next_row = np.array([row[a["next"]] if a["next"] else -1 for a in anns], np.int64)
-    own = np.arange(m)
-    first = np.where(prev_row >= 0, prev_row, own)
-    last = np.where(next_row >= 0, next_row, own)
-    has_both = (prev_row >= 0) & (next_row >= 0)
-    has_any = (prev_row >= 0) | (next_row >= 0)
-    time_diff = t[last] - t[first]
-    max_diff = np.where(has_both, 2 * VELOCITY_MAX_TIME_DIFF_S, VELOCITY_MAX_TIME_DIFF_S)
+    first = [anns[index[a["prev"]]] if a["prev"] else a for a in records]
+    last = [anns[index[a["next"]]] if a["next"] else a for a in records]
+    has_prev = np.array([bool(a["prev"]) for a in records])
+    has_next = np.array([bool(a["next"]) for a in records])
+    xyz_first = _stack([a["translation"] for a in first], 3)
+    xyz_last = _stack([a["translation"] for a in last], 3)
+    t_first = np.array([sample_time_s[a["sample_token"]] for a in first], np.float64)
+    t_last = np.array([sample_time_s[a["sample_token"]] for a in last], np.float64)
+    time_diff = t_last - t_first
+    max_diff = np.where(has_prev & has_next, 2 * VELOCITY_MAX_TIME_DIFF_S, VELOCITY_MAX_TIME_DIFF_S)
     with np.errstate(divide="ignore", invalid="ignore"):
-        vel = (xyz[last] - xyz[first]) / time_diff[:, None]
-    vel[~has_any | (time_diff > max_diff)] = np.nan
-    return row, vel[:, :2]
+        vel = (xyz_last - xyz_first) / time_diff[:, None]
+    vel[~(has_prev | has_next) | (time_diff > max_diff)] = np.nan
+    return vel[:, :2]
+
+
+_CATEGORY_TO_CLASS_ID = {k: CLASS_TO_ID[v] for k, v in CATEGORY_TO_DETECTION_CLASS.items()}
 
 
 def load_gt(nusc, sample_tokens: list[str]) -> EvalBoxSet:  # noqa: ANN001 - devkit NuScenes
@@ -415,44 +484,34 @@ def load_gt(nusc, sample_tokens: list[str]) -> EvalBoxSet:  # noqa: ANN001 - dev
     Annotations of categories outside the 10 detection classes are skipped; ``num_pts`` is
     LiDAR plus radar points; velocity is the devkit's finite difference.
     """
-    attribute_name = {a["token"]: a["name"] for a in nusc.attribute}
-    row_of, velocity = _annotation_velocities(nusc)
-    anns = nusc.sample_annotation
-    rows: list[int] = []
-    sample_index: list[int] = []
-    labels: list[int] = []
-    attributes: list[int] = []
-    for si, token in enumerate(sample_tokens):
-        for ann_token in nusc.get("sample", token)["anns"]:
-            r = row_of[ann_token]
-            a = anns[r]
-            cls = CATEGORY_TO_DETECTION_CLASS.get(a["category_name"])
-            if cls is None:
-                continue
-            attr_tokens = a["attribute_tokens"]
-            if len(attr_tokens) > 1:
-                raise ValueError(
-                    f"annotation {ann_token}: has {len(attr_tokens)} attributes; a detection "
-                    "ground-truth box may have at most one"
-                )
-            attributes.append(
-                ATTRIBUTE_TO_ID[attribute_name[attr_tokens[0]]] if attr_tokens else -1
-            )
-            rows.append(r)
-            sample_index.append(si)
-            labels.append(CLASS_TO_ID[cls])
-    sel = [anns[r] for r in rows]
+    attribute_id = {a["token"]: ATTRIBUTE_TO_ID.get(a["name"], -2) for a in nusc.attribute}
+    records, sample_index = _split_annotations(nusc, sample_tokens)
+    labels = np.array(
+        [_CATEGORY_TO_CLASS_ID.get(a["category_name"], -1) for a in records], np.int64
+    )
+    keep = np.nonzero(labels >= 0)[0]
+    sel = [records[i] for i in keep]
     n = len(sel)
+    attr_tokens = [a["attribute_tokens"] for a in sel]
+    for a, at in zip(sel, attr_tokens):
+        if len(at) > 1:
+            raise ValueError(
+                f"annotation {a['token']}: has {len(at)} attributes; a detection "
+                "ground-truth box may have at most one"
+            )
+    attributes = np.array([attribute_id[at[0]] if at else -1 for at in attr_tokens], np.int64)
+    if np.any(attributes == -2):
+        raise ValueError("a ground-truth annotation has an attribute outside the detection task")
     return EvalBoxSet(
         sample_tokens,
-        np.array(sample_index, np.int64),
-        np.array([a["translation"] for a in sel], np.float64).reshape(n, 3),
-        np.array([a["size"] for a in sel], np.float64).reshape(n, 3),
-        np.array([a["rotation"] for a in sel], np.float64).reshape(n, 4),
-        velocity[np.array(rows, np.int64)] if n else np.zeros((0, 2)),
-        np.array(labels, np.int64),
+        sample_index[keep],
+        _stack([a["translation"] for a in sel], 3),
+        _stack([a["size"] for a in sel], 3),
+        _stack([a["rotation"] for a in sel], 4),
+        _velocities(nusc, sel),
+        labels[keep],
         np.full(n, -1.0),
-        np.array(attributes, np.int64),
+        attributes,
         np.array([a["num_lidar_pts"] + a["num_radar_pts"] for a in sel], np.int64),
     )
 
@@ -483,21 +542,20 @@ def ego_distances(boxes: EvalBoxSet, ego_xyz: np.ndarray) -> np.ndarray:
 
 
 def _bike_rack_boxes(nusc, sample_tokens: list[str]) -> dict[int, list]:  # noqa: ANN001
-    """Sample index -> bike-rack annotation records, for samples that have any."""
+    """Sample index -> geometry (see ``_rack_geometry``) of its bike-rack annotations."""
+    records, sample_index = _split_annotations(nusc, sample_tokens)
     out: dict[int, list] = {}
-    for si, token in enumerate(sample_tokens):
-        for ann_token in nusc.get("sample", token)["anns"]:
-            ann = nusc.get("sample_annotation", ann_token)
-            if ann["category_name"] == BIKE_RACK_CATEGORY:
-                out.setdefault(si, []).append(ann)
+    for a, si in zip(records, sample_index.tolist()):
+        if a["category_name"] == BIKE_RACK_CATEGORY:
+            out.setdefault(si, []).append(_rack_geometry(a))
     return out
 
 
-def _inside_box(record: dict, points: np.ndarray) -> np.ndarray:
-    """(n,) bool: (n, 3) points inside an annotation's box, faces inclusive.
+def _rack_geometry(record: dict) -> tuple[np.ndarray, ...]:
+    """Corner p1 and the three edge vectors from it of an annotation's box.
 
-    Projects onto the three edges at one corner, in the same arithmetic as the devkit's
-    ``points_in_box`` so that points exactly on a face decide the same way.
+    The same corner and arithmetic as the devkit's ``points_in_box``, so that a point exactly
+    on a face is decided the same way.
     """
     w, length, h = np.asarray(record["size"], np.float64)
     x = length / 2 * np.array([1, 1, 1, 1, -1, -1, -1, -1])
@@ -505,10 +563,14 @@ def _inside_box(record: dict, points: np.ndarray) -> np.ndarray:
     z = h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])
     rot = Quaternion(record["rotation"]).rotation_matrix
     corners = np.dot(rot, np.vstack((x, y, z)))
-    center = np.asarray(record["translation"], np.float64)
-    corners = corners + center[:, None]
+    corners = corners + np.asarray(record["translation"], np.float64)[:, None]
     p1 = corners[:, 0]
-    i, j, k = corners[:, 4] - p1, corners[:, 1] - p1, corners[:, 3] - p1
+    return p1, corners[:, 4] - p1, corners[:, 1] - p1, corners[:, 3] - p1
+
+
+def _inside_box(geometry: tuple[np.ndarray, ...], points: np.ndarray) -> np.ndarray:
+    """(n,) bool: (n, 3) points inside a box given by ``_rack_geometry``, faces inclusive."""
+    p1, i, j, k = geometry
     v = points.T - p1.reshape((-1, 1))
     iv, jv, kv = np.dot(i, v), np.dot(j, v), np.dot(k, v)
     return (

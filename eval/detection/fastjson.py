@@ -1,0 +1,560 @@
+"""A Numba parser for the entries of a nuScenes results object, straight into columns.
+
+Parsing a validation-sized results file with a general JSON parser creates tens of millions
+of Python objects. This parser reads the fixed shape of the format (sample token -> list of box
+objects with known fields) directly into numpy arrays. Anything it does not expect (escaped
+strings, NaN literals, a missing or malformed field, an unknown class) makes it return an error
+code, and the caller falls back to the general parser, which also produces the precise error
+message. Numbers are converted with correct rounding: exactly when the decimal mantissa and
+power of ten are exact doubles, otherwise in double-double arithmetic with a rounding-boundary
+check; the rare undecidable ones are returned for Python's ``float`` to convert.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Field ids of the numeric box columns (NUM_COLS float64 per box).
+NUM_COLS = 13  # translation 3, size 3, rotation 4, velocity 2, score 1
+_F_TRANSLATION, _F_SIZE, _F_ROTATION, _F_VELOCITY, _F_SCORE = 0, 3, 6, 10, 12
+
+# Error codes (returned negative values are positions where the fast path gave up).
+OK = 0
+# Box fields the parser reads, in field-id order (anything else is skipped).
+KEY_NAMES = (
+    "translation",
+    "size",
+    "rotation",
+    "velocity",
+    "detection_score",
+    "detection_name",
+    "attribute_name",
+    "sample_token",
+    "num_pts",
+)
+
+_POW10 = np.array([10.0**i for i in range(23)])
+_SPLITTER = 134217729.0  # 2**27 + 1, Veltkamp split for exact products without FMA
+
+
+@njit(cache=True, inline="always")
+def _ws(buf, i):  # pragma: no cover - compiled
+    n = buf.shape[0]
+    while i < n and (buf[i] == 32 or buf[i] == 10 or buf[i] == 13 or buf[i] == 9):
+        i += 1
+    return i
+
+
+@njit(cache=True, inline="always")
+def _string_end(buf, i):  # pragma: no cover - compiled
+    """Index of the closing quote of the string opening at ``i``; -1 if escaped/unterminated."""
+    n = buf.shape[0]
+    j = i + 1
+    while j < n:
+        c = buf[j]
+        if c == 34:
+            return j
+        if c == 92:
+            return -1
+        j += 1
+    return -1
+
+
+@njit(cache=True, inline="always")
+def _two_prod(a, b):  # pragma: no cover - compiled
+    p = a * b
+    c = _SPLITTER * a
+    ah = c - (c - a)
+    al = a - ah
+    c = _SPLITTER * b
+    bh = c - (c - b)
+    bl = b - bh
+    err = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, err
+
+
+@njit(cache=True)
+def _decimal_to_double(m, e10, negative):  # pragma: no cover - compiled
+    """Correctly rounded m * 10**e10 (m < 10**19, |e10| <= 22); (value, certain)."""
+    if m == 0:
+        return (-0.0 if negative else 0.0), True
+    p = _POW10[abs(e10)]
+    if m < np.uint64(9007199254740992):  # 2**53: m is an exact double
+        x = float(m) * p if e10 >= 0 else float(m) / p
+        return (-x if negative else x), True
+    mh = float(m)
+    # m - mh is small (|.| <= 2**10); wrapping uint64 subtraction read as int64 is exact.
+    ml = float(np.int64(m - np.uint64(mh)))
+    if e10 >= 0:
+        q1, err1 = _two_prod(mh, p)
+        q2 = err1 + ml * p
+    else:
+        q1 = mh / p
+        ph, pl = _two_prod(q1, p)
+        r = ((mh - ph) - pl) + ml
+        q2 = r / p
+    s = q1 + q2
+    bb = s - q1
+    err = (q1 - (s - bb)) + (q2 - bb)
+    # s is the correctly rounded value unless the exact tail sits on a rounding boundary
+    # (half an ulp of s) within the double-double error bound.
+    ulp = np.spacing(abs(s))
+    tol = abs(s) * 2.0**-96
+    certain = abs(abs(err) - 0.5 * ulp) > tol
+    return (-s if negative else s), certain
+
+
+@njit(cache=True)
+def _number(buf, i):  # pragma: no cover - compiled
+    """Parse a JSON number at i -> (next index, value, certain, ok)."""
+    n = buf.shape[0]
+    j = i
+    negative = False
+    if j < n and buf[j] == 45:
+        negative = True
+        j += 1
+    m = np.uint64(0)
+    digits = 0  # significant digits kept in m (at most 19 fit a uint64)
+    scale = 0  # integer digits beyond the kept ones (each multiplies by 10)
+    inexact = False  # a non-zero digit did not fit
+    e10 = 0
+    seen = False
+    while j < n and 48 <= buf[j] <= 57:
+        seen = True
+        d = buf[j] - 48
+        if digits < 19:
+            if m != 0 or d != 0:
+                digits += 1
+            m = m * np.uint64(10) + np.uint64(d)
+        else:
+            scale += 1
+            if d != 0:
+                inexact = True
+        j += 1
+    if j < n and buf[j] == 46:
+        j += 1
+        frac_seen = False
+        while j < n and 48 <= buf[j] <= 57:
+            frac_seen = True
+            d = buf[j] - 48
+            if digits < 19:
+                if m != 0 or d != 0:
+                    digits += 1
+                m = m * np.uint64(10) + np.uint64(d)
+                e10 -= 1
+            elif d != 0:
+                inexact = True
+            j += 1
+        if not frac_seen:
+            return j, 0.0, False, False
+    if not seen:
+        return j, 0.0, False, False
+    if j < n and (buf[j] == 101 or buf[j] == 69):
+        j += 1
+        eneg = False
+        if j < n and (buf[j] == 43 or buf[j] == 45):
+            eneg = buf[j] == 45
+            j += 1
+        ev = 0
+        eseen = False
+        while j < n and 48 <= buf[j] <= 57:
+            eseen = True
+            if ev < 100000:
+                ev = ev * 10 + (buf[j] - 48)
+            j += 1
+        if not eseen:
+            return j, 0.0, False, False
+        e10 += -ev if eneg else ev
+    if inexact:
+        return j, 0.0, False, True
+    e10 += scale
+    if m == 0:
+        return j, (-0.0 if negative else 0.0), True, True
+    if e10 < -22 or e10 > 22:
+        return j, 0.0, False, True
+    v, certain = _decimal_to_double(m, e10, negative)
+    return j, v, certain, True
+
+
+@njit(cache=True)
+def _skip_value(buf, i):  # pragma: no cover - compiled
+    """Index after the JSON value at i, or -1 (escaped strings are skipped correctly)."""
+    n = buf.shape[0]
+    depth = 0
+    in_str = False
+    esc = False
+    j = i
+    while j < n:
+        c = buf[j]
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 92:
+                esc = True
+            elif c == 34:
+                in_str = False
+                if depth == 0:
+                    return j + 1
+        elif c == 34:
+            in_str = True
+        elif c == 123 or c == 91:
+            depth += 1
+        elif c == 125 or c == 93:
+            if depth == 0:
+                return j
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        elif depth == 0 and c == 44:
+            return j
+        j += 1
+    return -1
+
+
+@njit(cache=True)
+def _match_name(buf, s, e, names, offsets):  # pragma: no cover - compiled
+    """Index of buf[s:e] in the packed name table, -1 if absent."""
+    length = e - s
+    for k in range(offsets.shape[0] - 1):
+        a = offsets[k]
+        b = offsets[k + 1]
+        if b - a != length:
+            continue
+        same = True
+        for t in range(length):
+            if names[a + t] != buf[s + t]:
+                same = False
+                break
+        if same:
+            return k
+    return -1
+
+
+@njit(cache=True)
+def parse_entries(
+    buf, class_names, class_offsets, attr_names, attr_offsets, key_names, key_offsets, max_boxes
+):  # pragma: no cover - compiled
+    """Parse ``"token": [box, ...], ...`` (the inside of the results object).
+
+    Returns (status, entry_spans (E, 2), entry_counts (E,), nums (B, 13), num_pts (B,),
+    labels (B,), attrs (B,), fix_box (F,), fix_col (F,), fix_span (F, 2)). status is 0 on
+    success, else 1 + the byte position where the fast path gave up. ``fix_*`` list numbers
+    whose rounding could not be decided here, for Python's float().
+    """
+    n = buf.shape[0]
+    max_entries = n // 6 + 2
+    spans = np.empty((max_entries, 2), np.int64)
+    counts = np.zeros(max_entries, np.int64)
+    nums = np.empty((max_boxes, NUM_COLS), np.float64)
+    num_pts = np.full(max_boxes, -1, np.int64)
+    labels = np.full(max_boxes, -1, np.int64)
+    attrs = np.full(max_boxes, -1, np.int64)
+    fix_cap = 1024
+    fix_box = np.empty(fix_cap, np.int64)
+    fix_col = np.empty(fix_cap, np.int64)
+    fix_span = np.empty((fix_cap, 2), np.int64)
+    nfix = 0
+    ne = 0
+    nb = 0
+    i = _ws(buf, 0)
+    while i < n:
+        # "token"
+        if buf[i] != 34:
+            return (
+                i + 1,
+                spans[:ne],
+                counts[:ne],
+                nums[:nb],
+                num_pts[:nb],
+                labels[:nb],
+                attrs[:nb],
+                fix_box[:nfix],
+                fix_col[:nfix],
+                fix_span[:nfix],
+            )
+        e = _string_end(buf, i)
+        if e < 0 or ne >= max_entries:
+            return (
+                i + 1,
+                spans[:ne],
+                counts[:ne],
+                nums[:nb],
+                num_pts[:nb],
+                labels[:nb],
+                attrs[:nb],
+                fix_box[:nfix],
+                fix_col[:nfix],
+                fix_span[:nfix],
+            )
+        tok_s = i + 1
+        tok_e = e
+        spans[ne, 0] = tok_s
+        spans[ne, 1] = tok_e
+        i = _ws(buf, e + 1)
+        if i >= n or buf[i] != 58:
+            return (
+                i + 1,
+                spans[:ne],
+                counts[:ne],
+                nums[:nb],
+                num_pts[:nb],
+                labels[:nb],
+                attrs[:nb],
+                fix_box[:nfix],
+                fix_col[:nfix],
+                fix_span[:nfix],
+            )
+        i = _ws(buf, i + 1)
+        if i >= n or buf[i] != 91:
+            return (
+                i + 1,
+                spans[:ne],
+                counts[:ne],
+                nums[:nb],
+                num_pts[:nb],
+                labels[:nb],
+                attrs[:nb],
+                fix_box[:nfix],
+                fix_col[:nfix],
+                fix_span[:nfix],
+            )
+        i = _ws(buf, i + 1)
+        count = 0
+        fail = False
+        if i < n and buf[i] == 93:
+            i += 1
+        else:
+            while True:
+                # One box object.
+                if i >= n or buf[i] != 123 or nb >= max_boxes:
+                    fail = True
+                    break
+                nums[nb, _F_SCORE] = -1.0
+                seen = 0
+                i = _ws(buf, i + 1)
+                if i < n and buf[i] == 125:
+                    fail = True  # empty box object
+                    break
+                while True:
+                    if i >= n or buf[i] != 34:
+                        fail = True
+                        break
+                    ke = _string_end(buf, i)
+                    if ke < 0:
+                        fail = True
+                        break
+                    fid = _match_name(buf, i + 1, ke, key_names, key_offsets)
+                    i = _ws(buf, ke + 1)
+                    if i >= n or buf[i] != 58:
+                        fail = True
+                        break
+                    i = _ws(buf, i + 1)
+                    if fid < 0:
+                        i = _skip_value(buf, i)
+                        if i < 0:
+                            fail = True
+                            break
+                    elif fid <= 3:
+                        col = (_F_TRANSLATION, _F_SIZE, _F_ROTATION, _F_VELOCITY)[fid]
+                        width = (3, 3, 4, 2)[fid]
+                        if i >= n or buf[i] != 91:
+                            fail = True
+                            break
+                        i = _ws(buf, i + 1)
+                        k = 0
+                        while k < width:
+                            j, v, certain, ok = _number(buf, i)
+                            if not ok:
+                                fail = True
+                                break
+                            if not certain:
+                                if nfix >= fix_cap:
+                                    fail = True
+                                    break
+                                fix_box[nfix] = nb
+                                fix_col[nfix] = col + k
+                                fix_span[nfix, 0] = i
+                                fix_span[nfix, 1] = j
+                                nfix += 1
+                            nums[nb, col + k] = v
+                            k += 1
+                            i = _ws(buf, j)
+                            if k < width:
+                                if i >= n or buf[i] != 44:
+                                    fail = True
+                                    break
+                                i = _ws(buf, i + 1)
+                        if fail:
+                            break
+                        if i >= n or buf[i] != 93:
+                            fail = True
+                            break
+                        i += 1
+                    elif fid == 4 or fid == 8:
+                        j, v, certain, ok = _number(buf, i)
+                        if not ok:
+                            fail = True
+                            break
+                        if fid == 4:
+                            if not certain:
+                                if nfix >= fix_cap:
+                                    fail = True
+                                    break
+                                fix_box[nfix] = nb
+                                fix_col[nfix] = _F_SCORE
+                                fix_span[nfix, 0] = i
+                                fix_span[nfix, 1] = j
+                                nfix += 1
+                            nums[nb, _F_SCORE] = v
+                        else:
+                            if not certain or v != np.floor(v):
+                                fail = True
+                                break
+                            num_pts[nb] = np.int64(v)
+                        i = j
+                    else:
+                        if i >= n or buf[i] != 34:
+                            fail = True
+                            break
+                        se = _string_end(buf, i)
+                        if se < 0:
+                            fail = True
+                            break
+                        if fid == 5:
+                            lab = _match_name(buf, i + 1, se, class_names, class_offsets)
+                            if lab < 0:
+                                fail = True
+                                break
+                            labels[nb] = lab
+                        elif fid == 6:
+                            if se == i + 1:
+                                attrs[nb] = -1
+                            else:
+                                at = _match_name(buf, i + 1, se, attr_names, attr_offsets)
+                                if at < 0:
+                                    fail = True
+                                    break
+                                attrs[nb] = at
+                        else:  # sample_token must equal the entry's key
+                            if se - (i + 1) != tok_e - tok_s:
+                                fail = True
+                                break
+                            for t in range(tok_e - tok_s):
+                                if buf[i + 1 + t] != buf[tok_s + t]:
+                                    fail = True
+                                    break
+                            if fail:
+                                break
+                        i = se + 1
+                    if fid >= 0:
+                        if seen & (1 << fid):
+                            fail = True  # duplicate key
+                            break
+                        seen |= 1 << fid
+                    i = _ws(buf, i)
+                    if i < n and buf[i] == 44:
+                        i = _ws(buf, i + 1)
+                        continue
+                    if i < n and buf[i] == 125:
+                        i += 1
+                        break
+                    fail = True
+                    break
+                if fail:
+                    break
+                # Required: translation, size, rotation, velocity, detection_name, sample_token.
+                if (seen & 0b10101111) != 0b10101111:
+                    fail = True
+                    break
+                nb += 1
+                count += 1
+                i = _ws(buf, i)
+                if i < n and buf[i] == 44:
+                    i = _ws(buf, i + 1)
+                    continue
+                if i < n and buf[i] == 93:
+                    i += 1
+                    break
+                fail = True
+                break
+        if fail:
+            return (
+                i + 1,
+                spans[:ne],
+                counts[:ne],
+                nums[:nb],
+                num_pts[:nb],
+                labels[:nb],
+                attrs[:nb],
+                fix_box[:nfix],
+                fix_col[:nfix],
+                fix_span[:nfix],
+            )
+        counts[ne] = count
+        ne += 1
+        i = _ws(buf, i)
+        if i < n and buf[i] == 44:
+            i = _ws(buf, i + 1)
+            if i >= n:
+                return (
+                    i + 1,
+                    spans[:ne],
+                    counts[:ne],
+                    nums[:nb],
+                    num_pts[:nb],
+                    labels[:nb],
+                    attrs[:nb],
+                    fix_box[:nfix],
+                    fix_col[:nfix],
+                    fix_span[:nfix],
+                )
+            continue
+        if i < n:
+            return (
+                i + 1,
+                spans[:ne],
+                counts[:ne],
+                nums[:nb],
+                num_pts[:nb],
+                labels[:nb],
+                attrs[:nb],
+                fix_box[:nfix],
+                fix_col[:nfix],
+                fix_span[:nfix],
+            )
+    return (
+        OK,
+        spans[:ne],
+        counts[:ne],
+        nums[:nb],
+        num_pts[:nb],
+        labels[:nb],
+        attrs[:nb],
+        fix_box[:nfix],
+        fix_col[:nfix],
+        fix_span[:nfix],
+    )
+
+
+def pack_names(names: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Names as one uint8 array plus (K + 1,) offsets, for ``parse_entries``."""
+    encoded = [n.encode() for n in names]
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(e) for e in encoded])
+    flat = np.frombuffer(b"".join(encoded), np.uint8).copy() if encoded else np.zeros(0, np.uint8)
+    return flat, offsets
+
+
+@njit(cache=True)
+def parse_numbers(buf, starts):  # pragma: no cover - compiled
+    """Test hook: parse the numbers starting at ``starts`` -> (values, certain, ok)."""
+    out = np.empty(starts.shape[0])
+    certain = np.zeros(starts.shape[0], np.bool_)
+    ok = np.zeros(starts.shape[0], np.bool_)
+    for k in range(starts.shape[0]):
+        _, v, c, o = _number(buf, starts[k])
+        out[k] = v
+        certain[k] = c
+        ok[k] = o
+    return out, certain, ok
