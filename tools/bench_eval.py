@@ -78,7 +78,10 @@ def build_results(workdir: Path, root: Path, boxes: int, seed: int = 0) -> Path:
     tables = root / "v1.0-trainval"
     samples = orjson.loads((tables / "sample.json").read_bytes())
     anns = orjson.loads((tables / "sample_annotation.json").read_bytes())
-    inst = {i["token"]: i["category_token"] for i in orjson.loads((tables / "instance.json").read_bytes())}
+    inst = {
+        i["token"]: i["category_token"]
+        for i in orjson.loads((tables / "instance.json").read_bytes())
+    }
     cat = {c["token"]: c["name"] for c in orjson.loads((tables / "category.json").read_bytes())}
     poses = {p["token"]: p for p in orjson.loads((tables / "ego_pose.json").read_bytes())}
     sd = {d["sample_token"]: d for d in orjson.loads((tables / "sample_data.json").read_bytes())}
@@ -112,7 +115,9 @@ def build_results(workdir: Path, root: Path, boxes: int, seed: int = 0) -> Path:
             trans = np.empty((boxes, 3))
             size = np.empty((boxes, 3))
             if k:
-                trans[:k] = np.array([g[0]["translation"] for g in gts]) + rng.normal(0, 0.6, (k, 3))
+                trans[:k] = np.array([g[0]["translation"] for g in gts]) + rng.normal(
+                    0, 0.6, (k, 3)
+                )
                 size[:k] = np.array([g[0]["size"] for g in gts]) * rng.uniform(0.8, 1.2, (k, 3))
             trans[k:] = ego + np.c_[rng.uniform(-55, 55, (n_fp, 2)), rng.uniform(-1, 2, n_fp)]
             size[k:] = rng.uniform(0.3, 5.0, (n_fp, 3))
@@ -178,8 +183,12 @@ def worker(which: str, dataroot: str, results: str, out: str) -> None:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     Path(out).write_text(
         json.dumps(
-            {"time_s": elapsed, "peak_rss_mb": peak_kb / 1024, "tables_rss_mb": rss_before / 1024,
-             "summary": summary}
+            {
+                "time_s": elapsed,
+                "peak_rss_mb": peak_kb / 1024,
+                "tables_rss_mb": rss_before / 1024,
+                "summary": summary,
+            }
         )
     )
 
@@ -187,8 +196,9 @@ def worker(which: str, dataroot: str, results: str, out: str) -> None:
 def max_difference(a: object, b: object) -> float:
     """Largest absolute difference between two nested metric dicts (NaN == NaN)."""
     if isinstance(a, dict):
-        return max((max_difference(a[k], b[k]) for k in a if k not in ("eval_time", "meta")),
-                   default=0.0)
+        return max(
+            (max_difference(a[k], b[k]) for k in a if k not in ("eval_time", "meta")), default=0.0
+        )
     if isinstance(a, (int, float)) and not isinstance(a, bool):
         if math.isnan(a) and math.isnan(b):
             return 0.0
@@ -198,8 +208,18 @@ def max_difference(a: object, b: object) -> float:
 
 def run(which: str, root: Path, results: Path, workdir: Path) -> dict:
     out = workdir / f"{which}_{results.stem}.json"
-    cmd = [sys.executable, __file__, "--worker", which, "--dataroot", str(root),
-           "--results", str(results), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        which,
+        "--dataroot",
+        str(root),
+        "--results",
+        str(results),
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return json.loads(out.read_text())
 
@@ -221,28 +241,37 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     root = build_database(args.workdir, args.samples)
     print(f"machine: {os.cpu_count()} CPUs (shared; timings are noisy under load)")
-    header = (f"{'boxes':>5} {'ours s':>8} {'devkit s':>9} {'speedup':>8} {'ours MB':>8} "
-              f"{'devkit MB':>9} {'mem ratio':>9} {'max |diff|':>10}")
+    header = (
+        f"{'boxes':>5} {'ours s':>8} {'devkit s':>9} {'speedup':>8} {'ours MB':>8} "
+        f"{'devkit MB':>9} {'mem ratio':>9} {'max |diff|':>10}"
+    )
     rows = []
     for boxes in args.boxes:
         results = build_results(args.workdir, root, boxes)
         ours = run("ours", root, results, args.workdir)
         if args.skip_devkit:
-            rows.append(f"{boxes:>5} {ours['time_s']:>8.2f} {'-':>9} {'-':>8} "
-                        f"{ours['peak_rss_mb']:>8.0f} {'-':>9} {'-':>9} {'-':>10}")
+            rows.append(
+                f"{boxes:>5} {ours['time_s']:>8.2f} {'-':>9} {'-':>8} "
+                f"{ours['peak_rss_mb']:>8.0f} {'-':>9} {'-':>9} {'-':>10}"
+            )
             continue
         dk = run("devkit", root, results, args.workdir)
         diff = max_difference(dk["summary"], ours["summary"])
         rows.append(
             f"{boxes:>5} {ours['time_s']:>8.2f} {dk['time_s']:>9.2f} "
             f"{dk['time_s'] / ours['time_s']:>7.1f}x {ours['peak_rss_mb']:>8.0f} "
-            f"{dk['peak_rss_mb']:>9.0f} {ours['peak_rss_mb'] / dk['peak_rss_mb']:>9.2f} {diff:>10.1e}"
+            f"{dk['peak_rss_mb']:>9.0f} {ours['peak_rss_mb'] / dk['peak_rss_mb']:>9.2f} "
+            f"{diff:>10.1e}"
         )
-        print(f"  tables alone: ours {ours['tables_rss_mb']:.0f} MB, devkit "
-              f"{dk['tables_rss_mb']:.0f} MB; mAP {ours['summary']['mean_ap']:.4f}, "
-              f"NDS {ours['summary']['nd_score']:.4f}")
-    print(f"\n{args.samples} samples; time = evaluation given a loaded NuScenes; "
-          "MB = peak RSS of the process")
+        print(
+            f"  tables alone: ours {ours['tables_rss_mb']:.0f} MB, devkit "
+            f"{dk['tables_rss_mb']:.0f} MB; mAP {ours['summary']['mean_ap']:.4f}, "
+            f"NDS {ours['summary']['nd_score']:.4f}"
+        )
+    print(
+        f"\n{args.samples} samples; time = evaluation given a loaded NuScenes; "
+        "MB = peak RSS of the process"
+    )
     print(header)
     print("\n".join(rows))
 
