@@ -102,6 +102,7 @@ class CameraModel:
             the ray does not hit the ground within ``FAR_M``).
         ground_dist: (H, W) float32 distance to that ground point, metres (inf for sky).
         ray_ego: (H, W, 3) float32 unit pixel rays in the ego frame.
+        ground_z: (H, W) float32 camera-z depth of the ground point (inf for sky).
 
     """
 
@@ -113,6 +114,7 @@ class CameraModel:
     ground_ego_xy: np.ndarray
     ground_dist: np.ndarray
     ray_ego: np.ndarray
+    ground_z: np.ndarray
 
     @staticmethod
     def build(channel: str, intrinsics: np.ndarray, width: int, height: int,
@@ -131,9 +133,83 @@ class CameraModel:
         g = ego_SE3_cam.translation[None, None, :2] + rays[..., :2] * np.where(
             np.isfinite(t), t, np.nan
         )[..., None]
+        ray_cam_z = rays_cam[..., 2]
+        gz = np.where(np.isfinite(t), t * ray_cam_z, np.inf)
         return CameraModel(channel, np.asarray(intrinsics, dtype=np.float64), width, height,
                            ego_SE3_cam, g.astype(np.float32), t.astype(np.float32),
-                           rays.astype(np.float32))
+                           rays.astype(np.float32), gz.astype(np.float32))
+
+
+@nb.njit(cache=True)
+def _ground_sky(
+    gxy: np.ndarray,
+    elev: np.ndarray,
+    cos_yaw: float,
+    sin_yaw: float,
+    tx: float,
+    ty: float,
+    ground_rgb: np.ndarray,
+    ox: float,
+    oy: float,
+    res: float,
+    shade: float,
+    sky_horizon: np.ndarray,
+    sky_top: np.ndarray,
+    off_map: np.ndarray,
+) -> np.ndarray:
+    """Colour every pixel with the ground raster (bilinear) or the sky gradient.
+
+    Args:
+        gxy: (H, W, 2) float32 ego-frame ground point per pixel (NaN = sky).
+        elev: (H, W) float32 z component of each pixel's unit ray (ego frame).
+        cos_yaw: cosine of the ego yaw (global frame).
+        sin_yaw: sine of the ego yaw.
+        tx: ego x, global frame, metres.
+        ty: ego y, global frame, metres.
+        ground_rgb: (Hg, Wg, 3) uint8 ground colour raster.
+        ox: global x of raster cell (0, 0)'s corner.
+        oy: global y of raster cell (0, 0)'s corner.
+        res: metres per raster cell.
+        shade: light factor on the ground.
+        sky_horizon: (3,) float32 sky colour at the horizon.
+        sky_top: (3,) float32 sky colour overhead.
+        off_map: (3,) float32 colour beyond the raster.
+
+    Returns:
+        (H, W, 3) float32 image.
+
+    """
+    h, w = elev.shape
+    hg, wg = ground_rgb.shape[0], ground_rgb.shape[1]
+    img = np.empty((h, w, 3), np.float32)
+    for r in range(h):
+        for c in range(w):
+            ex = gxy[r, c, 0]
+            if np.isnan(ex):
+                f = min(max(elev[r, c] / 0.5, 0.0), 1.0)
+                for ch in range(3):
+                    img[r, c, ch] = (1.0 - f) * sky_horizon[ch] + f * sky_top[ch]
+                continue
+            ey = gxy[r, c, 1]
+            x = cos_yaw * ex - sin_yaw * ey + tx
+            y = sin_yaw * ex + cos_yaw * ey + ty
+            fx = (x - ox) / res - 0.5
+            fy = (y - oy) / res - 0.5
+            c0 = int(np.floor(fx))
+            r0 = int(np.floor(fy))
+            if c0 < 0 or r0 < 0 or c0 + 1 >= wg or r0 + 1 >= hg:
+                for ch in range(3):
+                    img[r, c, ch] = off_map[ch] * shade
+                continue
+            ax = fx - c0
+            ay = fy - r0
+            for ch in range(3):
+                v = ((1 - ax) * (1 - ay) * ground_rgb[r0, c0, ch]
+                     + ax * (1 - ay) * ground_rgb[r0, c0 + 1, ch]
+                     + (1 - ax) * ay * ground_rgb[r0 + 1, c0, ch]
+                     + ax * ay * ground_rgb[r0 + 1, c0 + 1, ch])
+                img[r, c, ch] = v * shade
+    return img
 
 
 @nb.njit(cache=True)
@@ -293,33 +369,16 @@ def render_camera(
     world_SE3_cam = world_SE3_ego @ cam.ego_SE3_cam  # noqa: N806
     cam_pos = world_SE3_cam.translation
     # --- ground and sky -----------------------------------------------------------------------
-    gxy = cam.ground_ego_xy.reshape(-1, 2).astype(np.float64)
-    hit = np.isfinite(gxy[:, 0])
-    r2 = world_SE3_ego.rotation[:2, :2]
-    wxy = gxy[hit] @ r2.T + world_SE3_ego.translation[:2]
-    col = np.clip(((wxy[:, 0] - ground.origin_xy[0]) / ground.res_m).astype(np.int64), -1,
-                  ground.rgb.shape[1])
-    row = np.clip(((wxy[:, 1] - ground.origin_xy[1]) / ground.res_m).astype(np.int64), -1,
-                  ground.rgb.shape[0])
-    inside = (col >= 0) & (col < ground.rgb.shape[1]) & (row >= 0) & (row < ground.rgb.shape[0])
-    gcol = np.empty((len(wxy), 3), dtype=np.float32)
-    gcol[:] = GROUND_RGB[3]
-    gcol[inside] = ground.rgb[row[inside], col[inside]]
-    ground_shade = light.ambient + light.diffuse * max(light.sun_dir[2], 0.0)
-    img = np.empty((h * w, 3), dtype=np.float32)
-    # Sky: vertical gradient by ray elevation.
-    elev = cam.ray_ego.reshape(-1, 3)[:, 2]
-    f = np.clip(elev / 0.5, 0.0, 1.0)[:, None]
-    img[:] = (1 - f) * np.asarray(light.sky_horizon, np.float32) + f * np.asarray(
-        light.sky_top, np.float32
+    ground_shade = light.ambient + light.diffuse * max(float(light.sun_dir[2]), 0.0)
+    r = world_SE3_ego.rotation
+    img = _ground_sky(
+        cam.ground_ego_xy, cam.ray_ego[..., 2], float(r[0, 0]), float(r[1, 0]),
+        float(world_SE3_ego.translation[0]), float(world_SE3_ego.translation[1]), ground.rgb,
+        float(ground.origin_xy[0]), float(ground.origin_xy[1]), float(ground.res_m),
+        float(ground_shade), np.asarray(light.sky_horizon, np.float32),
+        np.asarray(light.sky_top, np.float32), GROUND_RGB[3].astype(np.float32),
     )
-    img[hit] = gcol * ground_shade
-    img = img.reshape(h, w, 3)
-    zbuf = np.full((h, w), np.inf, dtype=np.float32)
-    # Ground depth as camera z (ray length * cos to optical axis).
-    ray_cam_z = (cam.ray_ego.reshape(-1, 3) @ cam.ego_SE3_cam.rotation[:, 2]).reshape(h, w)
-    zg = cam.ground_dist * ray_cam_z
-    zbuf = np.where(np.isfinite(cam.ground_dist), zg, np.inf).astype(np.float32)
+    zbuf = cam.ground_z.copy()
     idbuf = np.full((h, w), SKY_ID, dtype=np.int64)
     # --- boxes ----------------------------------------------------------------------------------
     cam_SE3_world = world_SE3_cam.inverse()  # noqa: N806
@@ -331,83 +390,178 @@ def render_camera(
     sel = np.flatnonzero(ahead & (dist - radius < FAR_M))
     # Agents first grouped per owner (stamp logic needs consecutive faces per agent).
     sel = sel[np.argsort(prims.owner[sel], kind="stable")]
-    polys, nverts, planes, cols, owners = [], [], [], [], []
-    k = cam.intrinsics
-    for i in sel:
-        c, s = np.cos(prims.yaw[i]), np.sin(prims.yaw[i])
-        rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        for fi in range(6):
-            axis, sign = FACE_AXIS[fi], FACE_SIGN[fi]
-            n_world = rot[:, axis] * sign
-            fc = prims.center[i] + n_world * prims.half[i, axis]
-            if np.dot(cam_pos - fc, n_world) <= 1e-9:
-                continue  # back face
-            corners = prims.center[i] + (FACE_CORNERS[fi] * prims.half[i]) @ rot.T
-            pc = cam_SE3_world.transform_points(corners)
-            if pc[:, 2].max() < NEAR_M:
-                continue
-            if pc[:, 2].min() < NEAR_M:
-                pc = _clip_near(pc, NEAR_M)
-                if len(pc) < 3:
-                    continue
-            uv = (pc[:, :2] / pc[:, 2:3]) * np.array([k[0, 0], k[1, 1]]) + k[:2, 2]
-            if (uv[:, 0].max() < 0 or uv[:, 0].min() > w or uv[:, 1].max() < 0
-                    or uv[:, 1].min() > h):
-                continue
-            n_cam = cam_SE3_world.rotation @ n_world
-            d_plane = float(n_cam @ cam_SE3_world.transform_points(fc[None])[0])
-            shade = light.ambient + light.diffuse * max(float(n_world @ light.sun_dir), 0.0)
-            # Vertical faces get a little sky light too; tops are brightest.
-            shade *= 1.0 if axis == 2 else 0.92
-            poly = np.zeros((8, 2))
-            poly[: len(uv)] = uv
-            polys.append(poly)
-            nverts.append(len(uv))
-            planes.append((n_cam[0], n_cam[1], n_cam[2], d_plane))
-            cols.append(prims.rgb[i] * shade)
-            owners.append(int(prims.owner[i]) if prims.owner[i] >= 0 else SCENERY_ID)
+    polys, nverts, planes, cols, owners = _faces(
+        cam_SE3_world, cam_pos, prims, sel, cam.intrinsics, w, h, light
+    )
     coverage = np.zeros(max(num_agents, 1), dtype=np.int64)
-    if polys:
+    if len(polys):
         stamp = np.full((h, w), -1, dtype=np.int64)
-        _raster_faces(
-            np.asarray(polys), np.asarray(nverts, dtype=np.int64), np.asarray(planes),
-            np.asarray(cols, dtype=np.float32), np.asarray(owners, dtype=np.int64),
-            k, img, zbuf, idbuf, coverage, stamp,
-        )
-    img = _post_process(img, zbuf, cam, world_SE3_ego, light, rng)
+        _raster_faces(polys, nverts, planes, cols, owners, np.array(cam.intrinsics), img, zbuf,
+                      idbuf, coverage, stamp)
+    img = _post_process(img, zbuf, cam, light, rng)
     return RenderOutput(img, idbuf, zbuf, coverage[:num_agents])
 
 
+def _faces(
+    cam_SE3_world: SE3,  # noqa: N803
+    cam_pos: np.ndarray,
+    prims: Primitives,
+    sel: np.ndarray,
+    k: np.ndarray,
+    w: int,
+    h: int,
+    light: Lighting,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Front faces of the selected boxes as image polygons with planes, colours and owners.
+
+    Returns:
+        poly (F, 8, 2) pixels, nvert (F,), plane (F, 4) camera-frame ``n . X = d``,
+        rgb (F, 3) shaded, owner (F,) - faces in the order of ``sel``.
+
+    """
+    n_sel = len(sel)
+    if n_sel == 0:
+        return (np.zeros((0, 8, 2)), np.zeros(0, np.int64), np.zeros((0, 4)),
+                np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
+    c, s = np.cos(prims.yaw[sel]), np.sin(prims.yaw[sel])
+    rot = np.zeros((n_sel, 3, 3))
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
+    half = prims.half[sel]
+    center = prims.center[sel]
+    # (S, 6, 3) outward normals and face centres, world frame.
+    normals = np.transpose(rot[:, :, FACE_AXIS], (0, 2, 1)) * FACE_SIGN[None, :, None]
+    fc = center[:, None, :] + normals * half[:, FACE_AXIS][:, :, None]
+    front = np.einsum("sfi,sfi->sf", cam_pos[None, None, :] - fc, normals) > 1e-9
+    si, fi = np.nonzero(front)
+    # (F, 4, 3) face corners, world then camera frame.
+    local = FACE_CORNERS[fi] * half[si][:, None, :]
+    corners = np.einsum("fij,fkj->fki", rot[si], local) + center[si][:, None, :]
+    rc, tc = cam_SE3_world.rotation, cam_SE3_world.translation
+    pc = corners @ rc.T + tc
+    zmax = pc[..., 2].max(axis=1)
+    keep = zmax >= NEAR_M
+    si, fi, pc = si[keep], fi[keep], pc[keep]
+    n_cam = normals[si, fi] @ rc.T
+    plane_d = np.einsum("fi,fi->f", n_cam, pc[:, 0, :])
+    poly = np.zeros((len(si), 8, 2))
+    nvert = np.full(len(si), 4, dtype=np.int64)
+    fxy = np.array([k[0, 0], k[1, 1]])
+    inside = pc[..., 2].min(axis=1) >= NEAR_M
+    poly[inside, :4] = pc[inside, :, :2] / pc[inside, :, 2:3] * fxy + k[:2, 2]
+    for f in np.flatnonzero(~inside):
+        clipped = _clip_near(pc[f], NEAR_M)
+        nvert[f] = len(clipped)
+        if len(clipped) >= 3:
+            poly[f, : len(clipped)] = clipped[:, :2] / clipped[:, 2:3] * fxy + k[:2, 2]
+    # Cull polygons entirely outside the image.
+    valid = np.arange(8)[None, :] < nvert[:, None]
+    big = np.where(valid[..., None], poly, np.nan)
+    with np.errstate(invalid="ignore"):
+        lo = np.nanmin(big, axis=1)
+        hi = np.nanmax(big, axis=1)
+    on = (nvert >= 3) & (hi[:, 0] >= 0) & (lo[:, 0] <= w) & (hi[:, 1] >= 0) & (lo[:, 1] <= h)
+    si, fi, poly, nvert, n_cam, plane_d = si[on], fi[on], poly[on], nvert[on], n_cam[on], \
+        plane_d[on]
+    n_world = normals[si, fi]
+    shade = light.ambient + light.diffuse * np.maximum(n_world @ light.sun_dir, 0.0)
+    # Vertical faces a touch darker than tops (sky light comes from above).
+    shade = shade * np.where(FACE_AXIS[fi] == 2, 1.0, 0.92)
+    glob = sel[si]
+    rgb = (prims.rgb[glob] * shade[:, None]).astype(np.float32)
+    owner = np.where(prims.owner[glob] >= 0, prims.owner[glob], SCENERY_ID).astype(np.int64)
+    planes = np.concatenate([n_cam, plane_d[:, None]], axis=1)
+    return poly, nvert, planes, rgb, owner
+
+
+@nb.njit(cache=True)
+def _finish(
+    img: np.ndarray,
+    zbuf: np.ndarray,
+    ray_ego: np.ndarray,
+    cam_t: np.ndarray,
+    cam_axis: np.ndarray,
+    exposure: float,
+    headlights: bool,
+    fog_visibility_m: float,
+    fog_rgb: np.ndarray,
+    streaks: np.ndarray,
+    grain_seed: int,
+    grain_sigma: float,
+) -> np.ndarray:
+    """Per-pixel exposure, headlight cone, fog, rain streaks and grain to uint8.
+
+    Args:
+        img: (H, W, 3) float32 linear colour.
+        zbuf: (H, W) float32 camera-z depth (inf = sky).
+        ray_ego: (H, W, 3) float32 unit pixel rays, ego frame.
+        cam_t: (3,) camera position, ego frame.
+        cam_axis: (3,) camera optical axis, ego frame.
+        exposure: global gain.
+        headlights: brighten what the ego's low beams light (ahead, within ~28 degrees).
+        fog_visibility_m: contrast falls to 1/e at this distance (inf = no fog).
+        fog_rgb: (3,) fog colour.
+        streaks: (H, W) float32 rain streak mask (zeros when dry).
+        grain_seed: seed of the per-pixel grain hash.
+        grain_sigma: grain amplitude, grey levels.
+
+    Returns:
+        (H, W, 3) uint8 image.
+
+    """
+    h, w = zbuf.shape
+    out = np.empty((h, w, 3), np.uint8)
+    fog = np.isfinite(fog_visibility_m)
+    state = np.uint64(grain_seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1)
+    for r in range(h):
+        for c in range(w):
+            z = zbuf[r, c]
+            gain = exposure
+            if headlights and np.isfinite(z):
+                rz = (ray_ego[r, c, 0] * cam_axis[0] + ray_ego[r, c, 1] * cam_axis[1]
+                      + ray_ego[r, c, 2] * cam_axis[2])
+                d = z / max(rz, 1e-3)
+                px = cam_t[0] + ray_ego[r, c, 0] * d - 3.4
+                py = cam_t[1] + ray_ego[r, c, 1] * d
+                if px > 0.0 and abs(np.arctan2(py, px)) < 0.49:
+                    gain *= 1.0 + 3.2 * np.exp(-np.sqrt(px * px + py * py) / 22.0)
+            ff = 1.0
+            if fog:
+                ff = np.exp(-(z if np.isfinite(z) else 1e4) / fog_visibility_m)
+            # xorshift64* grain, one value per pixel (same for all channels: luminance noise)
+            state ^= state >> np.uint64(12)
+            state ^= state << np.uint64(25)
+            state ^= state >> np.uint64(27)
+            u = (state * np.uint64(2685821657736338717)) >> np.uint64(40)
+            g = (float(u) / 16777216.0 - 0.5) * 3.46 * grain_sigma
+            st = streaks[r, c]
+            for ch in range(3):
+                v = img[r, c, ch] * gain
+                if fog:
+                    v = v * ff + fog_rgb[ch] * (1.0 - ff)
+                if st > 0.0:
+                    v = v * (1.0 - 0.25 * st) + 50.0 * st
+                v += g
+                out[r, c, ch] = np.uint8(min(max(v, 0.0), 255.0))
+    return out
+
+
 def _post_process(
-    img: np.ndarray, zbuf: np.ndarray, cam: CameraModel, world_SE3_ego: SE3,  # noqa: N803
-    light: Lighting, rng: np.random.Generator,
+    img: np.ndarray, zbuf: np.ndarray, cam: CameraModel, light: Lighting,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """Headlights, exposure, fog, rain and sensor grain; returns uint8 RGB."""
     h, w = zbuf.shape
-    out = img
-    if light.headlights:
-        # Point seen by each pixel in the ego frame: camera + depth along the ray.
-        rays = cam.ray_ego
-        ray_z = rays @ cam.ego_SE3_cam.rotation[:, 2]
-        dist = np.where(np.isfinite(zbuf), zbuf / np.maximum(ray_z, 1e-3), np.inf)
-        p = cam.ego_SE3_cam.translation + rays * np.where(np.isfinite(dist), dist, 0.0)[..., None]
-        ang = np.abs(np.arctan2(p[..., 1], p[..., 0] - 3.4))
-        beam = (p[..., 0] > 3.4) & (ang < np.radians(28)) & np.isfinite(dist)
-        boost = np.where(beam, 3.2 * np.exp(-np.hypot(p[..., 0] - 3.4, p[..., 1]) / 22.0), 0.0)
-        out = out * (light.exposure * (1.0 + boost))[..., None]
-    else:
-        out = out * light.exposure
-    if np.isfinite(light.fog_visibility_m):
-        ff = np.exp(-np.where(np.isfinite(zbuf), zbuf, 1e4) / light.fog_visibility_m)
-        out = out * ff[..., None] + np.asarray(light.fog_rgb, np.float32) * (1 - ff[..., None])
+    streaks = np.zeros((h, w), dtype=np.float32)
     if light.rain:
-        streaks = np.zeros((h, w), dtype=np.float32)
         n = int(0.0015 * h * w)
         ys = rng.integers(0, h, n)
         xs = rng.integers(0, w, n)
         ln = rng.integers(h // 40, h // 12, n)
         for y, x, length in zip(ys, xs, ln):
             streaks[y : y + length, x] = 1.0
-        out = out * (1 - 0.25 * streaks[..., None]) + 200.0 * 0.25 * streaks[..., None]
-    out = out + rng.normal(0.0, 2.0, size=(h, w, 1)).astype(np.float32)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return _finish(
+        img, zbuf, cam.ray_ego, np.array(cam.ego_SE3_cam.translation),
+        np.array(cam.ego_SE3_cam.rotation[:, 2]), float(light.exposure), bool(light.headlights),
+        float(light.fog_visibility_m), np.asarray(light.fog_rgb, np.float64), streaks,
+        int(rng.integers(0, 2**62)), 2.0,
+    )
