@@ -225,3 +225,51 @@ def test_missing_camera_is_none_and_recorded(root_plain, tmp_path):
 def test_bad_dataroot(tmp_path):
     with pytest.raises(FileNotFoundError, match="v1.0-mini"):
         NuScenesDataset(tmp_path)
+
+
+def _copy_with_table_edit(src, dst, table, edit):
+    import json
+
+    shutil.copytree(src, dst)
+    path = dst / fx.VERSION / f"{table}.json"
+    rows = json.loads(path.read_text())
+    edit(rows)
+    path.write_text(json.dumps(rows))
+    return dst
+
+
+def test_bad_calibration_names_channel(root_plain, tmp_path):
+    def shear(rows):
+        for r in rows:
+            if r["token"] == fx.tok("cs", "CAM_FRONT_LEFT"):
+                r["rotation"] = [0.9, 0.1, 0.0, 0.0]  # not unit norm
+
+    root = _copy_with_table_edit(root_plain, tmp_path / "c", "calibrated_sensor", shear)
+    d = NuScenesDataset(root, version=fx.VERSION, num_sweeps=1)
+    with pytest.raises(ValueError, match="CAM_FRONT_LEFT.*norm"):
+        d.load_sample(d.split_sample_tokens("mini_train")[0])
+
+
+def test_bad_annotation_rotation_names_annotation(root_plain, tmp_path):
+    bad = {}
+
+    def edit(rows):
+        rows[0]["rotation"] = [2.0, 0.0, 0.0, 0.0]
+        bad["token"] = rows[0]["token"]
+
+    root = _copy_with_table_edit(root_plain, tmp_path / "a", "sample_annotation", edit)
+    d = NuScenesDataset(root, version=fx.VERSION, num_sweeps=1)
+    sample = d.nusc.get("sample_annotation", bad["token"])["sample_token"]
+    with pytest.raises(ValueError, match=f"sample_annotation {bad['token']}.*norm"):
+        d.load_sample(sample)
+
+
+def test_corrupt_camera_raises_naming_file(root_plain, tmp_path):
+    root = tmp_path / "j"
+    shutil.copytree(root_plain, root)
+    d = NuScenesDataset(root, version=fx.VERSION, num_sweeps=1)
+    token = d.split_sample_tokens("mini_train")[0]
+    sd = d.nusc.get("sample_data", d.nusc.get("sample", token)["data"]["CAM_FRONT_RIGHT"])
+    (root / sd["filename"]).write_bytes(b"\xff\xd8garbage")
+    with pytest.raises(SensorFileError, match=sd["filename"].split("/")[-1]):
+        d.load_sample(token)
