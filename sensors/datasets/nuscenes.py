@@ -22,8 +22,10 @@ from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.splits import create_splits_scenes
 
 from calibration.accumulate import accumulate_sweeps, remove_close
+from calibration.camera import PinholeCamera
 from calibration.ego_pose import EgoPoseTrack
 from calibration.projection import ref_SE3_cam
+from calibration.rig import SensorRig
 from calibration.sample import Boxes3D, CameraView, CanBusState, SyncedSample
 from calibration.se3 import SE3
 from calibration.sync import TimestampStream
@@ -253,6 +255,27 @@ class NuScenesDataset:
         sample = self.nusc.get("sample", sample_token)
         sd = self.nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
         return self._ego_pose(sd["ego_pose_token"])
+
+    def sensor_rig(self, sample_token: str) -> SensorRig:
+        """Extrinsics of every channel of a keyframe and the cameras' pinhole models.
+
+        Built from the ``calibrated_sensor`` records of every channel recorded in the
+        sample's scene (nuScenes stores one per log, so this is the vehicle's rig during
+        that drive); errors name the channel.
+        """
+        sample = self.nusc.get("sample", sample_token)
+        index = self._scene(sample["scene_token"])
+        poses, cameras = {}, {}
+        for channel, tokens in index.tokens.items():
+            # The keyframe's own record where there is one (non-key channels: the scene's).
+            sd = self.nusc.get("sample_data", sample["data"].get(channel, tokens[0]))
+            poses[channel] = self._sensor_pose(sd)
+            cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+            if cs.get("camera_intrinsic"):
+                cameras[channel] = PinholeCamera(
+                    np.asarray(cs["camera_intrinsic"], np.float64), sd["width"], sd["height"]
+                )
+        return SensorRig(poses, cameras)
 
     # ------------------------------------------------------------------ internals
     def _build(

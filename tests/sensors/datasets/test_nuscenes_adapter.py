@@ -273,3 +273,14 @@ def test_corrupt_camera_raises_naming_file(root_plain, tmp_path):
     (root / sd["filename"]).write_bytes(b"\xff\xd8garbage")
     with pytest.raises(SensorFileError, match=sd["filename"].split("/")[-1]):
         d.load_sample(token)
+
+
+def test_sensor_rig(ds):
+    rig = ds.sensor_rig(ds.split_sample_tokens("mini_train")[0])
+    assert set(rig.channels) == {"LIDAR_TOP", "ULTRASONIC", *CAMERA_CHANNELS}
+    assert set(rig.cameras) == set(CAMERA_CHANNELS)
+    cam = rig.cameras["CAM_BACK"]
+    assert (cam.width, cam.height) == (fx.CAM_W, fx.CAM_H)
+    np.testing.assert_allclose(
+        rig.pose("LIDAR_TOP").as_matrix(), transform_matrix(fx.LIDAR_T, fx.LIDAR_Q), atol=1e-12
+    )
