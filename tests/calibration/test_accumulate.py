@@ -42,19 +42,27 @@ def test_empty_and_mismatch():
         accumulate_sweeps([_sweep(np.zeros((0, 4)), 5)] * 2, [SE3.identity()], 5)
 
 
-def test_numba_kernel_bitwise_equals_numpy_reference(frame_lidar, frame):
+def test_numba_kernel_bitwise_equals_numpy_reference():
     from calibration.accumulate import accumulate_sweeps_reference
 
-    ego_SE3_lidar = SE3.from_matrix(np.array(frame["lidar"]["lidar2ego"]))
-    t = frame_lidar.timestamp_us
-    sweeps = [frame_lidar, LidarSweep(frame_lidar.points[::3], NUSCENES_COLUMNS, t - 50_000)]
+    rng = np.random.default_rng(0)
+    pts = np.c_[rng.uniform(-60, 60, (30_000, 3)), rng.uniform(0, 255, (30_000, 2))]
+    pts[:2000, :2] = rng.uniform(-1.2, 1.2, (2000, 2))  # around the remove_close square
+    t = 1_532_402_927_647_951
+    ego_SE3_lidar = SE3.from_quaternion(
+        [0.7071, 0.0, 0.0, -0.70711356], [0.943713, 0.0, 1.84023], "LIDAR_TOP"
+    )
+    sweeps = [
+        LidarSweep(pts, NUSCENES_COLUMNS, t),
+        LidarSweep(pts[::3], NUSCENES_COLUMNS, t - 50_010),
+    ]
     poses = [ego_SE3_lidar, SE3.from_yaw(0.01, [-0.45, 0.02, 0.0]) @ ego_SE3_lidar]
     for min_d in (0.0, 1.0):
         got = accumulate_sweeps(sweeps, poses, t, min_d).points
         ref = accumulate_sweeps_reference(sweeps, poses, t, min_d)
         assert got.shape == ref.shape
         np.testing.assert_array_equal(got, ref)
-    kitti = LidarSweep(frame_lidar.points[:100, :4], ("x", "y", "z", "intensity"), t)
+    kitti = LidarSweep(pts[:100, :4], ("x", "y", "z", "intensity"), t)
     np.testing.assert_array_equal(
         accumulate_sweeps([kitti], [poses[0]], t).points,
         accumulate_sweeps_reference([kitti], [poses[0]], t),

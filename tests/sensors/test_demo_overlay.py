@@ -52,3 +52,29 @@ def test_demo_writes_six_overlays(frame_dir, tmp_path, capsys):
     assert len(files) == 6
     for f in files:
         assert str(f) in out and f.stat().st_size > 10_000
+
+
+def test_draw_boxes_in_front_only():
+    from calibration.sample import Boxes3D, CameraView
+    from calibration.se3 import SE3
+    from sensors.types import CameraImage
+    from sensors.visualize import class_color, draw_boxes
+
+    k = np.array([[100.0, 0, 99.5], [0, 100.0, 49.5], [0, 0, 1]])
+    img = CameraImage(np.zeros((100, 200, 3), np.uint8), k, 0, "CAM_FRONT")
+    # Camera looking along ego +x (camera z), x right = ego -y, y down = ego -z.
+    ego_SE3_cam = SE3(np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]]), [0, 0, 0])
+    view = CameraView(img, ego_SE3_cam)
+
+    def boxes(x):
+        return Boxes3D([[x, 0, 0]], [[2, 4, 2]], [0.0], [[0, 0]], [0], [1.0])
+
+    ahead = draw_boxes(img.image, boxes(10.0), view, thickness_px=1)
+    drawn = np.argwhere(ahead.any(axis=2))
+    assert len(drawn) > 50
+    colors = ahead[ahead.any(axis=2)]  # anti-aliased: full colour on the line centres
+    assert (colors == class_color(0)).all(axis=1).sum() > 20
+    # Box spans y in [-1, 1], x in [8, 12]: u in [99.5 - 12.5, 99.5 + 12.5] at most.
+    assert drawn[:, 1].min() >= 86 and drawn[:, 1].max() <= 113
+    behind = draw_boxes(img.image, boxes(-10.0), view)
+    assert not behind.any()
