@@ -125,6 +125,8 @@ def main() -> None:
         readers, per_pass = dataroot_readers(args.dataroot, args.version, args.limit)
         source = f"{args.dataroot} ({per_pass} keyframes per pass, NuScenesDataset.load_sample)"
     else:
+        if not (args.frame / "frame.json").is_file():
+            raise SystemExit(f"bench_io: no frame.json in {args.frame.resolve()}; use --dataroot")
         readers, per_pass = frame_readers(args.frame), 1
         source = f"{args.frame.resolve()} (1 sweep read as 10 sweeps with synthetic poses)"
     print(f"source: {source}")

@@ -227,12 +227,16 @@ class NuScenesDataset:
         cam_tokens = {ch: sample["data"].get(ch) for ch in CAMERA_CHANNELS}
         return self._build(lidar_sd, sample_token, cam_tokens, with_boxes=True)
 
-    def load_sweep(self, lidar_sample_data_token: str) -> SyncedSample:
+    def load_sweep(
+        self, lidar_sample_data_token: str, interpolate_boxes: bool = False
+    ) -> SyncedSample:
         """The ``SyncedSample`` of any LIDAR_TOP sweep (for replay at 20 Hz).
 
         A keyframe sweep gives the same result as ``load_sample``. For other sweeps each
-        camera is the frame nearest in time within ``camera_tolerance_us`` (None otherwise),
-        boxes are None (not annotated) and ``is_keyframe`` is False.
+        camera is the frame nearest in time within ``camera_tolerance_us`` (None otherwise)
+        and ``is_keyframe`` is False. Boxes are None (not annotated) unless
+        ``interpolate_boxes``: then the devkit's ``get_boxes`` interpolation between the
+        bracketing keyframes (linear centre, slerp rotation), with ``num_lidar_pts`` = -1.
         """
         sd = self.nusc.get("sample_data", lidar_sample_data_token)
         if sd["channel"] != LIDAR_CHANNEL:
@@ -248,7 +252,7 @@ class NuScenesDataset:
             stream = index.streams.get(ch)
             match = stream.nearest(sd["timestamp"], self.camera_tolerance_us) if stream else None
             cam_tokens[ch] = index.tokens[ch][match.index] if match else None
-        return self._build(sd, lidar_sample_data_token, cam_tokens, with_boxes=False)
+        return self._build(sd, lidar_sample_data_token, cam_tokens, with_boxes=interpolate_boxes)
 
     def global_SE3_ego(self, sample_token: str) -> SE3:  # noqa: N802 - frame naming convention
         """Ego pose at the sample's LiDAR timestamp (for writing nuScenes results)."""
@@ -303,7 +307,13 @@ class NuScenesDataset:
             )
 
         ultrasonic = self._load_ultrasonic(scene_token, ref_us, token, ref_points_ego)
-        boxes = self._boxes(sample, ego_SE3_global) if with_boxes else None
+        boxes = None
+        if with_boxes:
+            boxes = (
+                self._boxes(sample, ego_SE3_global)
+                if lidar_sd["is_key_frame"]
+                else self._interpolated_boxes(lidar_sd["token"], ego_SE3_global)
+            )
         future = self._future_xy(scene_token, ref_us, ego_SE3_global)
         return SyncedSample(
             token=token,
@@ -424,52 +434,81 @@ class NuScenesDataset:
             return None
 
     def _boxes(self, sample: dict, ego_SE3_global: SE3) -> Boxes3D:
-        """Annotations of a keyframe in the ego frame at its LiDAR time, detection classes only.
+        """Annotations of a keyframe in the ego frame at its LiDAR time, detection classes only."""
+        anns = [self.nusc.get("sample_annotation", t) for t in sample["anns"]]
+        return self._to_boxes(
+            anns,
+            [a["translation"] for a in anns],
+            [a["rotation"] for a in anns],
+            [int(a["num_lidar_pts"]) for a in anns],
+            ego_SE3_global,
+        )
+
+    def _interpolated_boxes(self, lidar_sd_token: str, ego_SE3_global: SE3) -> Boxes3D:
+        """The devkit's boxes interpolated to a non-key sweep's time, in the ego frame."""
+        boxes = self.nusc.get_boxes(lidar_sd_token)
+        anns = [self.nusc.get("sample_annotation", b.token) for b in boxes]
+        return self._to_boxes(
+            anns,
+            [b.center for b in boxes],
+            [b.orientation.elements for b in boxes],
+            [-1] * len(boxes),
+            ego_SE3_global,
+        )
+
+    def _to_boxes(
+        self,
+        anns: list[dict],
+        translations: list,
+        rotations: list,
+        num_lidar_pts: list[int],
+        ego_SE3_global: SE3,
+    ) -> Boxes3D:
+        """Global-frame annotations -> ``Boxes3D`` in the ego frame, detection classes only.
 
         Vectorised over boxes (a busy nuScenes keyframe has 100+): quaternions are checked for
         unit norm (error names the annotation), converted in one go and composed with the
         ego pose; yaw is the heading of the composed box x axis, as the devkit's
-        ``Quaternion.yaw_pitch_roll[0]`` of the ego-frame box.
+        ``Quaternion.yaw_pitch_roll[0]`` of the ego-frame box. Velocity is the devkit's
+        ``box_velocity`` rotated into the ego frame (NaN where it cannot be estimated).
         """
-        anns = []
-        for ann_token in sample["anns"]:
-            ann = self.nusc.get("sample_annotation", ann_token)
-            name = category_to_detection_name(ann["category_name"])
+        keep, labels = [], []
+        for i, a in enumerate(anns):
+            name = category_to_detection_name(a["category_name"])
             if name is not None:
-                anns.append((ann, DETECTION_CLASSES.index(name)))
-        if not anns:
+                keep.append(i)
+                labels.append(DETECTION_CLASSES.index(name))
+        if not keep:
             return Boxes3D.empty()
-        q = np.array([a["rotation"] for a, _ in anns], dtype=np.float64).reshape(-1, 4)
+        anns = [anns[i] for i in keep]
+        q = np.array([rotations[i] for i in keep], dtype=np.float64).reshape(-1, 4)
         norms = np.linalg.norm(q, axis=1)
         bad = np.flatnonzero(~(np.abs(norms - 1.0) <= 1e-6))
         if bad.size:
-            a = anns[int(bad[0])][0]
             raise ValueError(
-                f"sample_annotation {a['token']}: rotation quaternion norm is "
+                f"sample_annotation {anns[int(bad[0])]['token']}: rotation quaternion norm is "
                 f"{norms[bad[0]]:.9f}, expected 1"
             )
         rot_ego = ego_SE3_global.rotation @ _quaternions_to_matrices(q)
-        translation = np.array([a["translation"] for a, _ in anns], dtype=np.float64)
-        # The devkit's centred-difference velocity in the global frame, rotated into ego
-        # (NaN where it cannot be estimated stays NaN).
-        vel_global = np.array([self.nusc.box_velocity(a["token"]) for a, _ in anns])
+        translation = np.array([translations[i] for i in keep], dtype=np.float64).reshape(-1, 3)
+        vel_global = np.array([self.nusc.box_velocity(a["token"]) for a in anns]).reshape(-1, 3)
         vel = np.nan_to_num(vel_global, nan=0.0) @ ego_SE3_global.rotation.T
         vel = np.where(np.isnan(vel_global[:, :2]), np.nan, vel[:, :2])
         return Boxes3D(
             center_m=ego_SE3_global.transform_points(translation),
-            wlh_m=np.array([a["size"] for a, _ in anns], dtype=np.float64),
+            wlh_m=np.array([a["size"] for a in anns], dtype=np.float64),
             yaw_rad=np.arctan2(rot_ego[:, 1, 0], rot_ego[:, 0, 0]),
             velocity_mps=vel,
-            labels=np.array([label for _, label in anns], dtype=np.int64),
+            labels=np.array(labels, dtype=np.int64),
             scores=np.ones(len(anns)),
             attributes=tuple(
                 self.nusc.get("attribute", a["attribute_tokens"][0])["name"]
                 if a["attribute_tokens"]
                 else ""
-                for a, _ in anns
+                for a in anns
             ),
-            num_lidar_pts=np.array([int(a["num_lidar_pts"]) for a, _ in anns], dtype=np.int64),
-            instance_tokens=tuple(a["instance_token"] for a, _ in anns),
+            num_lidar_pts=np.array([num_lidar_pts[i] for i in keep], dtype=np.int64),
+            instance_tokens=tuple(a["instance_token"] for a in anns),
         )
 
     def _future_xy(self, scene_token: str, ref_us: int, ego_SE3_global: SE3) -> np.ndarray:
