@@ -366,7 +366,8 @@ class Batch:
         images: (B, 6, 3, H, W) float32 normalised.
         camera_mask: (B, 6) bool.
         cell_index: (B, 6, D, h, w) int64 BEV cell of each frustum point, -1 outside the grid.
-        img_from_ego: (B, 6, 3, 4) float32 projection at feature resolution (serial painting).
+        img_from_ego: (B, 6, 3, 4) float32 projection to feature-map pixels, pixel j covering
+            [j, j + 1) (serial painting).
         paint_index: (M, P) int64 flat index into (B, 6, h, w) image features of the camera
             pixel that paints each pillar point (first camera in order that sees it), -1 none.
         pillars: (M, P, 11) float32 pillar point features of all samples.
@@ -491,8 +492,9 @@ def frustum_cell_index(
         )
         out[k] = np.where(ok, iy * g.width + ix, -1).reshape(len(depths), h, w)
         cam_from_ego = np.linalg.inv(ego_SE3_cam[k].astype(np.float64))[:3]
-        # Feature pixel f = (u + 0.5) / s - 0.5; fold the offset into the projection.
-        shift = np.array([[1, 0, 0.5 / s - 0.5], [0, 1, 0.5 / s - 0.5], [0, 0, 1]])
+        # Feature pixel j covers [j, j + 1) in feature coordinates f = (u + 0.5) / s, where
+        # image pixel centres sit at integer u: fold that offset into the projection.
+        shift = np.array([[1, 0, 0.5 / s], [0, 1, 0.5 / s], [0, 0, 1]])
         proj[k] = (shift @ scale @ intrinsics[k].astype(np.float64) @ cam_from_ego).astype(
             np.float32
         )
@@ -510,10 +512,10 @@ def paint_index(
 ) -> np.ndarray:
     """Which image-feature pixel paints each pillar point (serial fusion).
 
-    The rule of ``perception.ops.painting.paint_points``: the first camera in
-    ``CAMERA_CHANNELS`` order whose feature map contains the projected point, at depth above
-    ``min_depth_m``, with the pixel chosen by rounding. Only geometry lives here; the model
-    gathers the features by this index so that gradients reach the camera CNN.
+    The painting kernel (``perception.ops.painting.paint_points``: first camera in
+    ``CAMERA_CHANNELS`` order that sees the point) is run on a one-channel "image" holding
+    each pixel's flat index, so the kernel's rule decides and the model can then gather real
+    features by index, with gradients reaching the camera CNN.
 
     Args:
         pillars: (M, P, >=3) pillar points (x, y, z first).
@@ -528,29 +530,29 @@ def paint_index(
         (M, P) int64 flat index into (B, K, h, w), -1 where no camera sees the point.
 
     """
+    from perception.ops.painting import paint_points
+
     m, p = pillars.shape[:2]
     out = np.full((m, p), -1, np.int64)
     if m == 0:
         return out
     h, w = feature_hw
     k_cams = img_from_ego.shape[1]
+    # float32 holds integers exactly up to 2**24: far above K * h * w for any preset.
+    ids = (np.arange(k_cams * h * w, dtype=np.float32) + 1).reshape(k_cams, h, w, 1)
     valid = np.arange(p)[None, :] < num_points[:, None]
-    mi, pi = np.nonzero(valid)
-    xyz = pillars[mi, pi, :3].astype(np.float32)
-    bi = batch_index[mi]
-    todo = np.ones(len(mi), bool)
-    for k in range(k_cams):
-        proj = img_from_ego[bi, k]  # (n, 3, 4)
-        uvz = np.einsum("nij,nj->ni", proj[:, :, :3], xyz) + proj[:, :, 3]
-        z = uvz[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.round(uvz[:, 0] / z)
-            v = np.round(uvz[:, 1] / z)
-        seen = todo & camera_mask[bi, k] & (z > min_depth_m) & (u >= 0) & (u < w)
-        seen &= (v >= 0) & (v < h)
-        idx = ((bi[seen] * k_cams + k) * h + v[seen].astype(np.int64)) * w
-        out[mi[seen], pi[seen]] = idx + u[seen].astype(np.int64)
-        todo &= ~seen
+    for b in np.unique(batch_index):
+        rows = batch_index == b
+        sel = valid & rows[:, None]
+        mi, pi = np.nonzero(sel)
+        if len(mi) == 0 or not camera_mask[b].any():
+            continue
+        xyz = np.ascontiguousarray(pillars[mi, pi, :3], np.float32)
+        got = paint_points(
+            xyz, img_from_ego[b].astype(np.float64), ids, camera_mask[b], min_depth_m
+        )[:, 0]
+        seen = got > 0
+        out[mi[seen], pi[seen]] = got[seen].astype(np.int64) - 1 + int(b) * k_cams * h * w
     return out
 
 

@@ -241,8 +241,17 @@ def _infinite(loader: DataLoader, sampler: DistributedSampler | None) -> Iterato
         epoch += 1
 
 
-def train(opts: TrainOptions) -> Path:
-    """Train one variant; returns the checkpoint folder. See ``TrainOptions``."""
+def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
+    """Train one variant; returns the checkpoint folder.
+
+    Args:
+        opts: see ``TrainOptions``.
+        files: already cached ``SampleArrays`` to train on (skips the dataset and the cache).
+
+    Returns:
+        The checkpoint folder.
+
+    """
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     if opts.device:
@@ -272,14 +281,16 @@ def train(opts: TrainOptions) -> Path:
     out_dir = Path(opts.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if rank == 0:
+    if files is not None:
+        pass
+    elif rank == 0:
         files = cache_split(
             opts.dataroot, opts.version, opts.split, cfg, opts.cache_dir,
             max_samples=opts.max_samples,
         )
     if distributed:
         dist.barrier()  # rank 0 filled the cache; the others only list it
-        if rank != 0:
+        if rank != 0 and files is None:
             files = cache_split(
                 opts.dataroot, opts.version, opts.split, cfg, opts.cache_dir, progress=False,
                 max_samples=opts.max_samples,

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+
+from calibration.sample import Boxes3D
+from perception.config import preset
+from perception.heads.detection import attribute_for, decode_detections
+from perception.heads.losses import gaussian_focal_loss, regression_loss
+from perception.inputs import NUM_REG, detection_targets, draw_gaussian, gaussian_radius
+
+pytest.importorskip("perception.ops.nms", reason="engineer C's circle NMS kernel")
+
+
+def _gt():
+    # Well separated boxes of several classes and groups (labels in DETECTION_CLASSES order).
+    center = [[10.3, -4.1, -0.9], [-20.7, 15.2, -0.5], [30.1, 30.9, -1.2], [-5.5, -33.3, 0.1],
+              [4.0, 25.0, -0.7]]
+    wlh = [[1.9, 4.6, 1.7], [2.9, 10.1, 3.6], [0.6, 0.7, 1.8], [0.4, 0.4, 0.9], [2.0, 5.0, 2.0]]
+    yaw = [0.3, -2.8, 1.2, 0.0, 3.0]
+    vel = [[3.0, -1.0], [0.0, 0.1], [1.0, 1.0], [np.nan, np.nan], [-4.0, 0.5]]
+    labels = [0, 1, 5, 8, 4]
+    return Boxes3D(center, wlh, yaw, vel, labels, np.ones(5), num_lidar_pts=[9, 9, 9, 9, 9])
+
+
+def test_targets_decode_back_to_the_ground_truth():
+    cfg = preset("tiny")
+    gt = _gt()
+    heat, idx, tgt, mask, vmask = detection_targets(gt, cfg)
+    assert heat.shape == (10, 64, 64) and heat.max() == 1.0
+    assert int(mask.sum()) == 5 and int(vmask.sum()) == 4
+    # Perfect head outputs: logits of the target heatmap, regression written at the centres.
+    logits = torch.logit(torch.from_numpy(heat).clamp(1e-4, 1 - 1e-4))[None]
+    g = len(cfg.detection.class_groups)
+    reg = torch.zeros(1, g, NUM_REG, 64 * 64)
+    for gi in range(g):
+        for k in range(idx.shape[1]):
+            if mask[gi, k]:
+                reg[0, gi, :, idx[gi, k]] = torch.from_numpy(tgt[gi, k])
+    reg = reg.view(1, g, NUM_REG, 64, 64)
+    (dets,) = decode_detections(logits, reg, cfg)
+    assert len(dets) == 5
+    order = [int(np.argmin(np.linalg.norm(dets.center_m - c, axis=1))) for c in gt.center_m]
+    d = dets.subset(np.array(order))
+    np.testing.assert_allclose(d.center_m, gt.center_m, atol=1e-4)
+    np.testing.assert_allclose(d.wlh_m, gt.wlh_m, rtol=1e-5)
+    np.testing.assert_allclose(np.cos(d.yaw_rad - gt.yaw_rad), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(d.labels, gt.labels)
+    np.testing.assert_allclose(d.velocity_mps[:3], gt.velocity_mps[:3], atol=1e-5)
+    assert (d.scores > 0.99).all()
+    assert d.attributes[0] == "vehicle.moving" and d.attributes[1] == "vehicle.parked"
+    assert d.attributes[2] == "pedestrian.moving" and d.attributes[3] == ""
+
+
+def test_no_input_gives_no_boxes_and_nms_suppresses_duplicates():
+    cfg = preset("tiny")
+    logits = torch.full((2, 10, 64, 64), -10.0)
+    logits[:, 0, 30, 30] = 5.0
+    logits[:, 0, 30, 32] = 4.0  # 3.2 m away: within the car NMS radius (4 m) -> suppressed
+    logits[:, 0, 30, 40] = 3.0  # 16 m away: kept
+    reg = torch.zeros(2, 6, NUM_REG, 64, 64)
+    reg[:, :, 7] = 1.0
+    dets = decode_detections(logits, reg, cfg, has_input=torch.tensor([True, False]))
+    assert len(dets[1]) == 0
+    assert len(dets[0]) == 2
+    np.testing.assert_allclose(dets[0].scores, torch.sigmoid(torch.tensor([5.0, 3.0])).numpy())
+
+
+def test_gaussian_focal_loss_known_values():
+    target = torch.zeros(1, 1, 3, 3)
+    target[0, 0, 1, 1] = 1.0
+    target[0, 0, 1, 2] = 0.5
+    logits = torch.zeros(1, 1, 3, 3)  # p = 0.5 everywhere
+    p = 0.5
+    pos = -((1 - p) ** 2) * np.log(p)
+    neg = -(p**2) * np.log(1 - p) * (7 + (1 - 0.5) ** 4)
+    assert float(gaussian_focal_loss(logits, target)) == pytest.approx(pos + neg, rel=1e-6)
+    # A confident correct prediction scores far lower than a confident wrong one.
+    good = torch.where(target == 1, 6.0, -6.0)
+    good_loss = float(gaussian_focal_loss(good, target))
+    assert good_loss < 0.01 < float(gaussian_focal_loss(-good, target))
+
+
+def test_regression_loss_reads_only_object_centres_and_masks_unknown_velocity():
+    reg = torch.zeros(1, 1, NUM_REG, 4, 4)
+    reg[0, 0, :, 1, 2] = 1.0  # flat index 6
+    idx = torch.tensor([[[6, 0]]])
+    tgt = torch.zeros(1, 1, 2, NUM_REG)
+    mask = torch.tensor([[[1.0, 0.0]]])
+    vmask = torch.tensor([[[0.0, 0.0]]])
+    # Error 1 on the 8 geometry channels, velocity masked -> 8 / 1 object.
+    assert float(regression_loss(reg, idx, tgt, mask, vmask)) == pytest.approx(8.0)
+    vmask[..., 0] = 1.0
+    assert float(regression_loss(reg, idx, tgt, mask, vmask)) == pytest.approx(8.4)
+
+
+def test_gaussian_helpers():
+    heat = np.zeros((9, 9), np.float32)
+    draw_gaussian(heat, 0, 8, 2)  # corner: clipped, no error
+    assert heat[8, 0] == 1.0 and heat[8, 1] < 1.0 and heat[5, 0] == 0.0
+    assert gaussian_radius(3.0, 1.2, 0.1) > 0
+    assert attribute_for("bicycle", 0.0, 0.5) == "cycle.without_rider"
+    assert attribute_for("barrier", 5.0, 0.5) == ""
