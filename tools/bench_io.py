@@ -12,7 +12,7 @@ ultrasonic, boxes, CAN bus).
 Peer: the nuscenes-devkit's own way — PIL decode at full size (what the devkit's renderers
 use) and ``LidarPointCloud.from_file`` + ``transform_matrix`` per sweep (what
 ``from_file_multisweep`` does). Printed side by side with drivefuse at full, 1/2, 1/4 and
-1/8 decode.
+1/8 decode, and with the six camera decodes on 2 threads (``io_threads=2``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +67,21 @@ def frame_readers(frame_dir: Path) -> dict[str, Callable[[], object]]:
         for ch, c in meta["cameras"].items()
     ]
 
-    def ours(reduction: int) -> Callable[[], object]:
+    pool = ThreadPoolExecutor(2)
+
+    def ours(reduction: int, threads: int = 1) -> Callable[[], object]:
+        # As NuScenesDataset(io_threads=...) does: cameras decode on a pool while the
+        # calling thread reads and accumulates the LiDAR.
         def run() -> object:
-            images = [read_camera_image(p, k, ch, t, reduction) for p, k, ch, t in cams]
+            if threads > 1:
+                futures = [pool.submit(read_camera_image, *c, reduction) for c in cams]
+            else:
+                images = [read_camera_image(*c, reduction) for c in cams]
             sweeps = [read_lidar_file(lidar_path, t) for t in times]
-            return images, accumulate_sweeps(sweeps, poses, t_ref)
+            lidar = accumulate_sweeps(sweeps, poses, t_ref)
+            if threads > 1:
+                images = [f.result() for f in futures]
+            return images, lidar
 
         return run
 
@@ -84,19 +95,25 @@ def frame_readers(frame_dir: Path) -> dict[str, Callable[[], object]]:
             pts.append(pc.points)
         return images, np.hstack(pts)
 
-    return {"peer": peer, **{f"ours_r{r}": ours(r) for r in (1, 2, 4, 8)}}
+    return {
+        "peer": peer,
+        **{f"ours_r{r}": ours(r) for r in (1, 2, 4, 8)},
+        "ours_r1_t2": ours(1, 2),
+        "ours_r4_t2": ours(4, 2),
+    }
 
 
 def dataroot_readers(dataroot: Path, version: str, limit: int) -> dict[str, Callable[[], object]]:
     from sensors.datasets.nuscenes import NuScenesDataset
 
     datasets = {r: NuScenesDataset(dataroot, version, NUM_SWEEPS, r) for r in (1, 2, 4, 8)}
+    threaded = {r: NuScenesDataset(dataroot, version, NUM_SWEEPS, r, io_threads=2) for r in (1, 4)}
     nusc = datasets[1].nusc
     tokens = [t for s in datasets[1].scene_tokens for t in datasets[1].scene_sample_tokens(s)]
     tokens = tokens[:limit]
 
-    def ours(r: int) -> Callable[[], object]:
-        return lambda: [datasets[r].load_sample(t) for t in tokens]
+    def ours(ds: NuScenesDataset) -> Callable[[], object]:
+        return lambda: [ds.load_sample(t) for t in tokens]
 
     def peer() -> object:
         out = []
@@ -113,7 +130,13 @@ def dataroot_readers(dataroot: Path, version: str, limit: int) -> dict[str, Call
             out.append((pc, times, images))
         return out
 
-    return {"peer": peer, **{f"ours_r{r}": ours(r) for r in (1, 2, 4, 8)}}, len(tokens)
+    readers = {
+        "peer": peer,
+        **{f"ours_r{r}": ours(datasets[r]) for r in (1, 2, 4, 8)},
+        "ours_r1_t2": ours(threaded[1]),
+        "ours_r4_t2": ours(threaded[4]),
+    }
+    return readers, len(tokens)
 
 
 def main() -> None:
@@ -141,6 +164,8 @@ def main() -> None:
         "ours_r2": "drivefuse 1/2 decode",
         "ours_r4": "drivefuse 1/4 decode",
         "ours_r8": "drivefuse 1/8 decode",
+        "ours_r1_t2": "drivefuse full, 2 io threads",
+        "ours_r4_t2": "drivefuse 1/4, 2 io threads",
     }
     base = None
     for key, fn in readers.items():
