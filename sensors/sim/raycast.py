@@ -94,7 +94,7 @@ def cast_rays(
     cos_yaw: np.ndarray,
     sin_yaw: np.ndarray,
     hit_ground: bool,
-    num_bins: int = NUM_AZIMUTH_BINS,
+    num_bins: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nearest intersection of each ray with the ground plane and the boxes.
 
@@ -262,9 +262,12 @@ def simulate_lidar(
 
     """
     cy, sy = np.cos(prims.yaw), np.sin(prims.yaw)
+    # Fresh writable C arrays: Numba compiles one specialisation per array type (read-only
+    # or strided inputs would each cost another compile).
     t, hit, cos_inc = cast_rays(
-        np.asarray(origin, np.float64), dirs_world, max_range_m, prims.center, prims.half, cy, sy,
-        True,
+        np.array(origin, np.float64), np.array(dirs_world, np.float64, order="C"),
+        float(max_range_m), np.array(prims.center, np.float64, order="C"),
+        np.array(prims.half, np.float64, order="C"), cy, sy, True, NUM_AZIMUTH_BINS,
     )
     r = len(t)
     noise = rng.standard_normal(r)
@@ -288,11 +291,8 @@ def simulate_lidar(
     refl[box] = prims.reflectivity[hit[box]]
     gnd = valid & (hit == GROUND_HIT)
     if gnd.any():
-        pg = origin[None, :2] + dirs_world[gnd, :2] * t[gnd, None]
-        mat = ground_lookup(
-            pg[:, 0], pg[:, 1], ground.material, float(ground.origin_xy[0]),
-            float(ground.origin_xy[1]), ground.res_m, 3,
-        )
+        pg = ground.to_raster(origin[None, :2] + dirs_world[gnd, :2] * t[gnd, None])
+        mat = ground_lookup(pg[:, 0], pg[:, 1], ground.material, 0.0, 0.0, ground.res_m, 3)
         refl[gnd] = GROUND_REFLECTIVITY[mat]
     falloff = 1.0 / (1.0 + (t / 60.0) ** 2)
     if fog:
@@ -353,7 +353,9 @@ def simulate_ultrasonic(
     az = np.arange(-half_fov_rad, half_fov_rad + 1e-9, np.radians(3.0))
     el = np.radians(np.array([-10.0, 0.0, 10.0]))
     keep = np.ones(len(prims.yaw), dtype=bool) if exclude is None else ~exclude
-    cen, half, yaw = prims.center[keep], prims.half[keep], prims.yaw[keep]
+    cen = np.array(prims.center[keep], np.float64, order="C")
+    half = np.array(prims.half[keep], np.float64, order="C")
+    yaw = prims.yaw[keep]
     cy, sy = np.cos(yaw), np.sin(yaw)
     out = np.full(len(yaws_world), np.nan, dtype=np.float32)
     noise = rng.standard_normal(len(yaws_world))
@@ -363,8 +365,8 @@ def simulate_ultrasonic(
             [np.cos(a) * np.cos(e), np.sin(a) * np.cos(e), np.sin(e)],
             axis=-1,
         ).reshape(-1, 3)
-        t, _, _ = cast_rays(np.asarray(pos, np.float64), dirs, max_range_m, cen, half, cy, sy,
-                            False, 64)
+        t, _, _ = cast_rays(np.array(pos, np.float64), dirs, float(max_range_m), cen, half, cy,
+                            sy, False, 64)
         tmin = float(t.min())
         if np.isfinite(tmin):
             rr = tmin + noise[k] * noise_m

@@ -370,11 +370,12 @@ def render_camera(
     cam_pos = world_SE3_cam.translation
     # --- ground and sky -----------------------------------------------------------------------
     ground_shade = light.ambient + light.diffuse * max(float(light.sun_dir[2]), 0.0)
-    r = world_SE3_ego.rotation
+    # Ego pose expressed in the ground raster's frame.
+    rel_yaw = world_SE3_ego.yaw_rad - ground.yaw
+    t_r = ground.to_raster(world_SE3_ego.translation[None, :2])[0]
     img = _ground_sky(
-        cam.ground_ego_xy, cam.ray_ego[..., 2], float(r[0, 0]), float(r[1, 0]),
-        float(world_SE3_ego.translation[0]), float(world_SE3_ego.translation[1]), ground.rgb,
-        float(ground.origin_xy[0]), float(ground.origin_xy[1]), float(ground.res_m),
+        cam.ground_ego_xy, cam.ray_ego[..., 2], float(np.cos(rel_yaw)), float(np.sin(rel_yaw)),
+        float(t_r[0]), float(t_r[1]), ground.rgb, 0.0, 0.0, float(ground.res_m),
         float(ground_shade), np.asarray(light.sky_horizon, np.float32),
         np.asarray(light.sky_top, np.float32), GROUND_RGB[3].astype(np.float32),
     )

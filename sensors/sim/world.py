@@ -247,10 +247,17 @@ class Path:
         y = y + extra * np.sin(hd) + offset * np.cos(hd)
         return np.stack([x, y], axis=1), hd
 
+    def __post_init__(self) -> None:
+        k = np.gradient(self.heading, self.s) if len(self.s) > 1 else np.zeros(len(self.s))
+        object.__setattr__(self, "_signed_k", k)
+
     def curvature(self, s: np.ndarray) -> np.ndarray:
         """|d heading / ds| at arc length(s) ``s``, 1/metres."""
-        k = np.abs(np.gradient(self.heading, self.s))
-        return np.interp(np.clip(s, 0, self.length), self.s, k)
+        return np.abs(self.signed_curvature(s))
+
+    def signed_curvature(self, s: np.ndarray) -> np.ndarray:
+        """Signed curvature d heading / ds (left turns positive) at arc length(s) ``s``, 1/m."""
+        return np.interp(np.clip(s, 0, self.length), self.s, self._signed_k)
 
     def project(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Arc length and signed lateral offset (left +) of points ``xy`` (K, 2)."""
@@ -370,8 +377,7 @@ class EgoMotion:
         a = np.interp(tt, self.t, self.a)
         xy, yaw = self.path.pose(s)
         # yaw rate = v * curvature (signed)
-        dh = np.gradient(self.path.heading, self.path.s)
-        k = np.interp(np.clip(s, 0, self.path.length), self.path.s, dh)
+        k = self.path.signed_curvature(s)
         idx = np.clip(np.round(tt / self.DT).astype(np.int64), 0, len(self.t) - 1)
         return {
             "xy": xy,
@@ -402,9 +408,10 @@ def plan_speed(
         duration_s: seconds to simulate (a little margin is added).
         v_cruise: target speed, m/s.
         v0: initial speed, m/s.
-        stops: (s_stop, release_time_s, decel) triples: stop before arc length ``s_stop`` and
-            stay until ``release_time_s`` (inf = for good). ``decel`` > comfort marks an
-            emergency stop: braking starts late, at that deceleration, and sets ``aeb``.
+        stops: (s_stop, hold_s, decel) triples: come to rest just before arc length
+            ``s_stop``, wait ``hold_s`` seconds (inf = for good), then drive on. ``decel`` above
+            ``comfort_decel`` marks an emergency stop: braking starts late, at up to that
+            deceleration, and sets ``aeb`` while it lasts.
         a_max: max acceleration, m/s^2.
         a_lat_max: lateral acceleration limit through curves, m/s^2.
         comfort_decel: normal braking deceleration, m/s^2.
@@ -422,6 +429,8 @@ def plan_speed(
     aeb = np.zeros(n, dtype=bool)
     s[0], v[0] = 0.0, v0
     look = np.linspace(0.0, 40.0, 41)
+    state = [{"s": st[0], "hold": st[1], "decel": st[2], "since": None, "done": False,
+              "braking": False} for st in stops]
     for i in range(1, n):
         si, vi = s[i - 1], v[i - 1]
         # Curvature limit looking ahead: v^2 <= a_lat/k at each point, reachable by braking.
@@ -429,28 +438,36 @@ def plan_speed(
         v_curve = np.sqrt(a_lat_max / np.maximum(k, 1e-4))
         v_allow = np.sqrt(v_curve**2 + 2 * comfort_decel * look).min()
         v_des = min(v_cruise, v_allow)
-        decel_needed = 0.0
-        emergency = False
-        for s_stop, release, decel in stops:
-            if t[i] >= release or si > s_stop + 0.5:
+        acc = float(np.clip((v_des - vi) / 0.8, -comfort_decel * 1.2, a_max))
+        # Smooth the drive command a little (powertrain lag).
+        acc = 0.7 * a[i - 1] + 0.3 * acc if a[i - 1] > -comfort_decel else acc
+        holding = False
+        for st in state:
+            if st["done"]:
                 continue
-            gap = max(s_stop - si, 0.0)
-            if decel > comfort_decel:
-                # Emergency: ignore until the comfortable stopping distance is exceeded.
-                if vi**2 / (2 * max(gap, 1e-3)) > comfort_decel * 1.3 or gap < 0.3:
-                    need = vi**2 / (2 * max(gap, 0.05))
-                    decel_needed = max(decel_needed, min(need, decel))
-                    emergency = emergency or vi > 0.05
+            gap = st["s"] - si
+            if st["since"] is not None:
+                if t[i] - st["since"] >= st["hold"]:
+                    st["done"] = True
+                    continue
+                holding = True
                 continue
-            v_des = min(v_des, np.sqrt(2 * comfort_decel * max(gap - 0.2, 0.0)))
-        if decel_needed > 0:
-            acc = -decel_needed
-            aeb[i] = emergency
-        else:
-            acc = np.clip((v_des - vi) / 0.8, -comfort_decel * 1.2, a_max)
-        # Smooth the command a little (vehicle dynamics), except emergencies.
-        if not aeb[i]:
-            acc = 0.7 * a[i - 1] + 0.3 * acc
+            if vi < 0.05 and gap < 1.0:
+                st["since"] = t[i]
+                holding = True
+                continue
+            emergency = st["decel"] > comfort_decel
+            need = vi**2 / (2.0 * max(gap - 0.2, 0.05))
+            # Normal stops brake as soon as ~60% of comfort deceleration is needed; emergency
+            # stops only once comfort braking can no longer make it.
+            trigger = 0.75 * st["decel"] if emergency else 0.6 * comfort_decel
+            if st["braking"] or need > trigger:
+                st["braking"] = True
+                acc = min(acc, -min(need, st["decel"] if emergency else 2.0 * comfort_decel))
+                if emergency and vi > 0.05:
+                    aeb[i] = True
+        if holding:
+            acc = -min(vi / dt, comfort_decel)
         vn = max(vi + acc * dt, 0.0)
         a[i] = (vn - vi) / dt
         v[i] = vn
@@ -542,10 +559,13 @@ class GroundMap:
     """Ground material raster over the scene area.
 
     Attributes:
-        material: (H, W) uint8 material codes (GROUND_*); row 0 at ``origin_xy[1]``.
+        material: (H, W) uint8 material codes (GROUND_*); cell (r, c) covers raster-frame
+            x in [c, c+1) * res_m and y in [r, r+1) * res_m.
         rgb: (H, W, 3) uint8 camera colour with texture noise.
         origin_xy: (2,) global x, y of cell (0, 0)'s corner, metres.
         res_m: metres per cell.
+        yaw: heading of the raster x axis in the global frame (the raster is aligned with
+            the scene's road so that it stays small), radians.
 
     """
 
@@ -553,6 +573,13 @@ class GroundMap:
     rgb: np.ndarray
     origin_xy: np.ndarray
     res_m: float
+    yaw: float = 0.0
+
+    def to_raster(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) global x, y to raster-frame metres (divide by ``res_m`` for cells)."""
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        d = np.asarray(xy, dtype=np.float64) - self.origin_xy
+        return np.stack([d[:, 0] * c + d[:, 1] * s, -d[:, 0] * s + d[:, 1] * c], axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1155,7 +1182,7 @@ def build_world(
             wps, radii = [(0.0, -h), (xi + 200.0, -h)], []
         ego_path = Path.from_polyline(fillet_polyline(_rotate_waypoints(wps, origin, theta), radii))
         s_stop = xi - URBAN_HALF_M - 2.0 - FRONT_OVERHANG_M
-        stops.append((s_stop, rng.uniform(1.5, 3.0), 2.5))
+        stops.append((s_stop, rng.uniform(1.5, 3.0), 2.5))  # stop sign: hold, go
         events.append(f"turn_{turn}")
         ego = plan_speed(ego_path, duration_s, v_cruise, v_cruise * 0.8, stops)
         s_ego0 = 80.0
@@ -1181,9 +1208,13 @@ def build_world(
                          centre_line="none")
         roads = [road]
         ego_path = lane_path(road, 30.0, -0.6)
-        # Stop in front of a low wall / bollard line at the end of the drive.
-        s_end = v_cruise * duration_s * 0.85 + 4.0
-        stops.append((s_end - FRONT_OVERHANG_M - 0.7, np.inf, 1.5))
+        # Stop in front of a bollard line and a low wall at the end of the drive: s_end is
+        # where the front bumper comes to rest (ego path arc length), placed so that the
+        # stop happens at ~80% of the scene.
+        free = plan_speed(ego_path, duration_s, v_cruise, 0.0, [], a_max=0.8,
+                          comfort_decel=1.2)
+        s_end = _ego_s_at(free, 0.6 * duration_s) + FRONT_OVERHANG_M
+        stops.append((s_end - FRONT_OVERHANG_M + 0.2, np.inf, 1.2))
         events.append("parking_stop")
         ego = plan_speed(ego_path, duration_s, v_cruise, 0.0, stops, a_max=0.8, comfort_decel=1.2)
         s_ego0 = 30.0
@@ -1251,7 +1282,7 @@ def build_world(
         f"{cond_word}, {world_desc}. scenario={scenario}; condition={condition}; "
         f"events={','.join(events) or 'none'}"
     )
-    ground = _ground_map(roads, ego, scenario, rng)
+    ground = _ground_map(roads, ego, scenario, rng, theta)
     _ALL_ROADS.pop(id(b), None)
     return World(
         scenario=scenario,
@@ -1311,10 +1342,10 @@ def _parking_lot(
             b.part(xy[0], 0.0, 0.16, 0.16, h, 0.0, (230, 200, 30), "paint")
             b.occupied.append((xy[0], 0.2))
     # End wall ahead of the stop point and a bollard row in front of it.
-    xy, hd = aisle.path.pose(s_ego_end + 0.8, 0.0)
+    xy, hd = aisle.path.pose(s_ego_end + 1.0, 0.0)
     b.part(xy[0], 0.0, 0.3, 7.0, 0.6, hd[0], (170, 170, 165), "concrete")
     for d in (-2.5, -0.6, 1.3, 3.0):
-        xy, _ = aisle.path.pose(s_ego_end + 0.3, d)
+        xy, _ = aisle.path.pose(s_ego_end + 0.55, d)
         b.part(xy[0], 0.0, 0.18, 0.18, 0.55, 0.0, (230, 200, 30), "paint")
     # Building and bushes beyond the lot.
     for side in (-1.0, 1.0):
@@ -1343,31 +1374,37 @@ def _parking_lot(
 
 
 def _ground_map(
-    roads: list[Road], ego: EgoMotion, scenario: str, rng: np.random.Generator
+    roads: list[Road], ego: EgoMotion, scenario: str, rng: np.random.Generator, yaw: float
 ) -> GroundMap:
-    """Rasterise ground materials (grass, sidewalks, asphalt, markings) around the drive."""
+    """Rasterise ground materials (grass, sidewalks, asphalt, markings) around the drive, in a
+    raster frame rotated by ``yaw`` (the scene's base heading).
+    """
     res = GROUND_RES_M
-    ex = ego.path.xy
-    margin = 110.0
+    c_y, s_y = np.cos(yaw), np.sin(yaw)
+    rot_t = np.array([[c_y, s_y], [-s_y, c_y]])  # global -> raster axes
+    ex = ego.path.xy @ rot_t.T
+    margin = 90.0
     lo = ex.min(axis=0) - margin
     hi = ex.max(axis=0) + margin
     w = int(np.ceil((hi[0] - lo[0]) / res))
     h = int(np.ceil((hi[1] - lo[1]) / res))
     mat = np.full((h, w), GROUND_GRASS, dtype=np.uint8)
+    origin = rot_t.T @ lo
 
     def px(xy: np.ndarray) -> np.ndarray:
-        return np.round((xy - lo) / res * 16).astype(np.int32)  # 4 fractional bits
+        loc = np.asarray(xy) @ rot_t.T - lo
+        return np.round(loc / res * 16).astype(np.int32)  # 4 fractional bits
 
     def band(path: Path, d0: float, d1: float, value: int, s0=0.0, s1=None) -> None:
         s1 = path.length if s1 is None else s1
         s = np.arange(s0, s1, 1.0)
         if len(s) < 2:
             return
+        s = np.append(s, s1)
         left, _ = path.pose(s, d1)
         right, _ = path.pose(s, d0)
-        for k in range(len(s) - 1):
-            poly = np.array([left[k], left[k + 1], right[k + 1], right[k]])
-            cv2.fillConvexPoly(mat, px(poly), int(value), cv2.LINE_8, 4)
+        # One polygon for the whole strip (left edge out, right edge back).
+        cv2.fillPoly(mat, [px(np.concatenate([left, right[::-1]]))], int(value), cv2.LINE_8, 4)
 
     if scenario == "parking":
         rd = roads[0]
@@ -1419,10 +1456,13 @@ def _ground_map(
                 for d in np.arange(-main.half_width_m + 0.5, main.half_width_m, 1.0):
                     band(main.path, d, d + 0.5, GROUND_MARKING, s_z, s_z + 3.0)
     # Camera colour: material colour with low-frequency tone and fine grain.
-    rgb = GROUND_RGB[mat].astype(np.float32)
     coarse = rng.normal(0.0, 1.0, (max(h // 16, 2), max(w // 16, 2))).astype(np.float32)
     coarse = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
-    grain = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
+    # Fine grain from one tile repeated (a full-size draw costs more than it adds).
+    tile = rng.normal(0.0, 1.0, (256, 256)).astype(np.float32)
+    grain = np.tile(tile, (h // 256 + 1, w // 256 + 1))[:h, :w]
     tone = 1.0 + 0.06 * coarse + 0.05 * grain
-    rgb = np.clip(rgb * tone[..., None], 0, 255).astype(np.uint8)
-    return GroundMap(mat, rgb, lo, res)
+    rgb = np.empty((h, w, 3), dtype=np.uint8)
+    for ch in range(3):
+        rgb[..., ch] = np.clip(GROUND_RGB[mat, ch] * tone, 0, 255)
+    return GroundMap(mat, rgb, origin, res, float(yaw))

@@ -17,6 +17,7 @@ whatever the number of workers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing as mp
 import os
@@ -294,7 +295,8 @@ class _SceneWriter:
         )
         map_file = f"maps/{map_tok}.png"
         (self.out / "maps").mkdir(parents=True, exist_ok=True)
-        # Semantic prior: the ground material raster as a grey-level PNG (north up).
+        # Semantic prior: the ground material raster as a grey-level PNG (raster frame, see
+        # GroundMap; rows flipped so that the raster y axis points up in the image).
         mat = w.ground.material[::-1]
         png = np.array([255, 200, 120, 0, 180], dtype=np.uint8)[mat]
         ok, buf = cv2.imencode(".png", png)
@@ -694,6 +696,12 @@ def count_points_in_box(
     return int(points_in_box(box, points_lidar[:, cand]).sum())
 
 
+@functools.lru_cache(maxsize=2)
+def _scene_for_rerender(cfg: SimConfig, scene_index: int) -> _SceneWriter:
+    name = scene_names(cfg)[scene_index][0]
+    return _SceneWriter(cfg, scene_index, name, Path("/nonexistent"), lambda n: None)
+
+
 def rerender_camera(
     cfg: SimConfig, scene_index: int, channel: str, timestamp_us: int
 ) -> tuple[RenderOutput, World]:
@@ -713,8 +721,7 @@ def rerender_camera(
         The rendered frame and the scene's world.
 
     """
-    name = scene_names(cfg)[scene_index][0]
-    sw = _SceneWriter(cfg, scene_index, name, Path("/nonexistent"), lambda n: None)
+    sw = _scene_for_rerender(cfg, scene_index)
     cam_i = CAMERA_CHANNELS.index(channel)
     offset = rig.CAMERA_SPECS[cam_i].time_offset_us
     m = int(round((timestamp_us - offset - sw.t0_us) * 1e-6 * cfg.camera_hz))
