@@ -18,29 +18,30 @@ import numba
 import numpy as np
 
 from perception.ops._grid import as_points, make_grid
+from perception.ops._prefetch import prefetch
 from perception.ops.voxelize import _check_caps, assign_voxels, hard_voxelize_reference
 
 
 @numba.njit(cache=True)
-def _decorate(points, pvid, pslot, coords, counts, vsize, rmin, max_points):
-    n, c = points.shape
-    m = counts.shape[0]
-    out = np.zeros((m, max_points, c + 6), dtype=np.float32)
+def _decorate(points, start, order, coords, vsize, rmin, out):
+    c = points.shape[1]
+    p = out.shape[1]
+    n_kept = order.shape[0]
     half = np.float32(0.5)
-    # Pass 1: copy the point columns into their slots (input order = slot order).
-    for i in range(n):
-        v = pvid[i]
-        if v >= 0:
-            s = pslot[i]
+    # One pass per pillar over its own contiguous output rows: gather, mean, offsets, padding.
+    for v in range(out.shape[0]):
+        cnt = start[v + 1] - start[v]
+        for s in range(cnt):
+            e = start[v] + s
+            if e + 8 < n_kept:
+                prefetch(points, order[e + 8])
+            i = order[e]
             for k in range(c):
                 out[v, s, k] = points[i, k]
-    # Pass 2: per pillar, its rows are contiguous: mean and offsets while they are in cache.
-    for v in range(m):
-        cnt = counts[v]
         fcnt = np.float32(cnt)
         for a in range(3):
             acc = np.float32(0.0)
-            for s in range(cnt):
+            for s in range(cnt):  # float32, input order
                 acc += out[v, s, a]
             mean = acc / fcnt
             # coords are (z, y, x): axis a of xyz is column 2 - a.
@@ -48,7 +49,9 @@ def _decorate(points, pvid, pslot, coords, counts, vsize, rmin, max_points):
             for s in range(cnt):
                 out[v, s, c + a] = out[v, s, a] - mean
                 out[v, s, c + 3 + a] = out[v, s, a] - centre
-    return out
+        for s in range(cnt, p):
+            for k in range(c + 6):
+                out[v, s, k] = 0.0
 
 
 def pillar_features(
@@ -76,9 +79,10 @@ def pillar_features(
     pts = as_points(points)
     grid = make_grid(voxel_size_m, point_range_m)
     p, m = _check_caps(max_points_per_voxel, max_voxels)
-    pvid, pslot, coords, counts = assign_voxels(pts, grid, p, m)
-    feats = _decorate(pts, pvid, pslot, coords, counts, grid.voxel_size, grid.range_min, p)
-    return feats, coords, counts
+    start, order, coords, counts = assign_voxels(pts, grid, p, m)
+    out = np.empty((coords.shape[0], p, pts.shape[1] + 6), dtype=np.float32)
+    _decorate(pts, start, order, coords, grid.voxel_size, grid.range_min, out)
+    return out, coords, counts
 
 
 def pillar_features_reference(
