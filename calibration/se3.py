@@ -83,8 +83,9 @@ class SE3:
     translation: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     def __post_init__(self) -> None:
-        r = np.asarray(self.rotation, dtype=np.float64)
-        t = np.asarray(self.translation, dtype=np.float64).reshape(3)
+        # Copy: freezing the caller's own array would surprise them.
+        r = np.array(self.rotation, dtype=np.float64)
+        t = np.array(self.translation, dtype=np.float64).reshape(3)
         validate_rotation(r, "SE3")
         if not np.all(np.isfinite(t)):
             raise ValueError("SE3: translation has non-finite entries")
@@ -92,6 +93,22 @@ class SE3:
         t.setflags(write=False)
         object.__setattr__(self, "rotation", r)
         object.__setattr__(self, "translation", t)
+
+    @staticmethod
+    def _trusted(rotation: np.ndarray, translation: np.ndarray) -> SE3:
+        """Build without validation from the product/inverse of validated transforms.
+
+        Composition of proper rotations is a proper rotation (up to rounding far below the
+        1e-6 tolerance), so re-validating every compose would only cost time on hot paths.
+        """
+        obj = object.__new__(SE3)
+        r = np.ascontiguousarray(rotation, dtype=np.float64)
+        t = np.ascontiguousarray(translation, dtype=np.float64)
+        r.setflags(write=False)
+        t.setflags(write=False)
+        object.__setattr__(obj, "rotation", r)
+        object.__setattr__(obj, "translation", t)
+        return obj
 
     @staticmethod
     def identity() -> SE3:
@@ -139,7 +156,7 @@ class SE3:
 
     def compose(self, other: SE3) -> SE3:
         """``self @ other``: with ``a_SE3_b.compose(b_SE3_c)`` -> ``a_SE3_c``."""
-        return SE3(
+        return SE3._trusted(
             self.rotation @ other.rotation, self.rotation @ other.translation + self.translation
         )
 
@@ -149,7 +166,7 @@ class SE3:
     def inverse(self) -> SE3:
         """``b_SE3_a`` from ``a_SE3_b``."""
         r_t = self.rotation.T
-        return SE3(r_t, -r_t @ self.translation)
+        return SE3._trusted(r_t, -r_t @ self.translation)
 
     def transform_points(self, points_xyz: np.ndarray) -> np.ndarray:
         """Apply to (N, 3) points (any float dtype); returns (N, 3) in the input dtype.
