@@ -164,7 +164,8 @@ def worker(which: str, dataroot: str, results: str, out: str) -> None:
         from nuscenes.eval.common.config import config_factory
         from nuscenes.eval.detection.evaluate import DetectionEval
 
-        with contextlib.redirect_stdout(io.StringIO()):
+        # The devkit prints and draws progress bars even with verbose=False.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             ev = DetectionEval(
                 nusc,
                 config_factory("detection_cvpr_2019"),

@@ -154,3 +154,12 @@ def test_missing_sample_is_a_clear_error(nusc):
     del results["results"][dropped]
     with pytest.raises(ResultsFormatError, match="1 of its .* samples missing"):
         evaluate_detections(nusc, results, "mini_val")
+
+
+def test_all_samples_empty_scores_zero_where_the_devkit_crashes(nusc):
+    results = make_predictions(nusc, "noisy")
+    results["results"] = {t: [] for t in results["results"]}
+    s = evaluate_detections(nusc, results, "mini_val")
+    assert s.mean_ap == 0.0 and s.nd_score == 0.0
+    assert all(v == 1.0 for v in s.tp_errors.values())
+    assert s.label_tp_errors["barrier"]["vel_err"] != s.label_tp_errors["barrier"]["vel_err"]
