@@ -268,10 +268,10 @@ def _box_columns(batch: dict, source: str, token_offset: int) -> dict[str, np.nd
             raise TypeError("a box is not a JSON object")
         sample_field = list(map(itemgetter("sample_token"), rows))
         cols = {
-            "translation": np.array(list(map(itemgetter("translation"), rows)), np.float64),
-            "size": np.array(list(map(itemgetter("size"), rows)), np.float64),
-            "rotation": np.array(list(map(itemgetter("rotation"), rows)), np.float64),
-            "velocity": np.array(list(map(itemgetter("velocity"), rows)), np.float64),
+            "translation": _stack(list(map(itemgetter("translation"), rows)), 3),
+            "size": _stack(list(map(itemgetter("size"), rows)), 3),
+            "rotation": _stack(list(map(itemgetter("rotation"), rows)), 4),
+            "velocity": _stack(list(map(itemgetter("velocity"), rows)), 2),
             "score": np.array([r.get("detection_score", -1.0) for r in rows], np.float64),
             "num_pts": np.array([r.get("num_pts", -1) for r in rows], np.int64),
             "label": np.array(
