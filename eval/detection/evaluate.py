@@ -12,10 +12,9 @@ from eval.detection.config import TP_METRICS, DetectionConfig, default_config
 from eval.detection.data import DetectionMetricsSummary, EvalBoxSet, MetricCurves
 from eval.detection.loading import (
     ResultsFormatError,
-    _bike_rack_boxes,
     ego_translations,
     filter_boxes,
-    load_gt,
+    load_gt_and_bike_racks,
     load_results,
     split_sample_tokens,
 )
@@ -174,8 +173,7 @@ def evaluate_detections(
             f"samples not in it (e.g. {sorted(extra)[:3]}); include every sample of the split, "
             "with an empty list where there is no detection"
         )
-    gt = load_gt(nusc, sample_tokens)
-    racks = _bike_rack_boxes(nusc, sample_tokens)
+    gt, racks = load_gt_and_bike_racks(nusc, sample_tokens)
     ego_gt = ego_translations(nusc, sample_tokens)
     gt = filter_boxes(nusc, gt, config, ego_gt, racks)
     gt_id = {t: i for i, t in enumerate(sample_tokens)}

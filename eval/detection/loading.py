@@ -437,36 +437,63 @@ def _annotation_index(nusc) -> dict[str, int]:  # noqa: ANN001
     return index
 
 
-def _split_annotations(nusc, sample_tokens: list[str]) -> tuple[list[dict], np.ndarray]:  # noqa: ANN001
-    """Annotation records of the samples in order, and the sample index of each."""
+def _split_annotations(
+    nusc,  # noqa: ANN001 - devkit NuScenes
+    sample_tokens: list[str],
+) -> tuple[list[int], np.ndarray]:
+    """Table rows of the samples' annotations in order, and the sample index of each."""
     index = _annotation_index(nusc)
-    anns = nusc.sample_annotation
     per_sample = [nusc.get("sample", t)["anns"] for t in sample_tokens]
     counts = np.array([len(a) for a in per_sample], np.int64)
-    records = [anns[index[tok]] for tok in chain.from_iterable(per_sample)]
-    return records, np.repeat(np.arange(len(sample_tokens), dtype=np.int64), counts)
+    rows = [index[tok] for tok in chain.from_iterable(per_sample)]
+    return rows, np.repeat(np.arange(len(sample_tokens), dtype=np.int64), counts)
 
 
-def _velocities(nusc, records: list[dict]) -> np.ndarray:  # noqa: ANN001
-    """(M, 2) xy velocity of annotation records, as ``NuScenes.box_velocity`` estimates it.
+def _velocities(
+    nusc,  # noqa: ANN001 - devkit NuScenes
+    rows: list[int],
+    xyz: np.ndarray,
+    time_s: np.ndarray,
+) -> np.ndarray:
+    """(n, 2) xy velocity of annotations, as ``NuScenes.box_velocity`` estimates it.
 
     Centred difference over the previous and next annotation of the instance when both
     exist, else a one-sided difference; NaN for a lone annotation or too long a gap.
+
+    Args:
+        nusc: the database.
+        rows: sample_annotation table rows of the annotations.
+        xyz: (n, 3) their translations.
+        time_s: (n,) their sample times (1e-6 * timestamp, the devkit's arithmetic).
+
     """
-    m = len(records)
-    if m == 0:
+    n = len(rows)
+    if n == 0:
         return np.zeros((0, 2))
     index = _annotation_index(nusc)
     anns = nusc.sample_annotation
-    sample_time_s = {s["token"]: 1e-6 * s["timestamp"] for s in nusc.sample}
-    first = [anns[index[a["prev"]]] if a["prev"] else a for a in records]
-    last = [anns[index[a["next"]]] if a["next"] else a for a in records]
-    has_prev = np.array([bool(a["prev"]) for a in records])
-    has_next = np.array([bool(a["next"]) for a in records])
-    xyz_first = _stack([a["translation"] for a in first], 3)
-    xyz_last = _stack([a["translation"] for a in last], 3)
-    t_first = np.array([sample_time_s[a["sample_token"]] for a in first], np.float64)
-    t_last = np.array([sample_time_s[a["sample_token"]] for a in last], np.float64)
+    sel = [anns[r] for r in rows]
+    prev_row = np.array([index[a["prev"]] if a["prev"] else -1 for a in sel], np.int64)
+    next_row = np.array([index[a["next"]] if a["next"] else -1 for a in sel], np.int64)
+    # Neighbours are almost always annotations of the same scene, hence in this selection;
+    # look them up by position, and read the rare others from the table.
+    pos = np.full(len(anns), -1, np.int64)
+    pos[np.asarray(rows, np.int64)] = np.arange(n)
+    own = np.arange(n)
+    ends = []
+    for nb in (prev_row, next_row):
+        p = np.where(nb >= 0, pos[np.maximum(nb, 0)], own)
+        nb_xyz, nb_t = xyz[np.maximum(p, 0)].copy(), time_s[np.maximum(p, 0)].copy()
+        outside = np.nonzero((nb >= 0) & (p < 0))[0]
+        if outside.size:
+            sample_time = {s["token"]: 1e-6 * s["timestamp"] for s in nusc.sample}
+            for i in outside.tolist():
+                rec = anns[int(nb[i])]
+                nb_xyz[i] = rec["translation"]
+                nb_t[i] = sample_time[rec["sample_token"]]
+        ends.append((nb_xyz, nb_t))
+    (xyz_first, t_first), (xyz_last, t_last) = ends
+    has_prev, has_next = prev_row >= 0, next_row >= 0
     time_diff = t_last - t_first
     max_diff = np.where(has_prev & has_next, 2 * VELOCITY_MAX_TIME_DIFF_S, VELOCITY_MAX_TIME_DIFF_S)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -478,17 +505,21 @@ def _velocities(nusc, records: list[dict]) -> np.ndarray:  # noqa: ANN001
 _CATEGORY_TO_CLASS_ID = {k: CLASS_TO_ID[v] for k, v in CATEGORY_TO_DETECTION_CLASS.items()}
 
 
-def load_gt(nusc, sample_tokens: list[str]) -> EvalBoxSet:  # noqa: ANN001 - devkit NuScenes
-    """Ground-truth detection boxes of the given samples (global frame, annotation order).
-
-    Annotations of categories outside the 10 detection classes are skipped; ``num_pts`` is
-    LiDAR plus radar points; velocity is the devkit's finite difference.
-    """
+def load_gt_and_bike_racks(
+    nusc,  # noqa: ANN001 - devkit NuScenes
+    sample_tokens: list[str],
+) -> tuple[EvalBoxSet, dict[int, list]]:
+    """Ground truth (see :func:`load_gt`) and sample index -> bike-rack geometries."""
     attribute_id = {a["token"]: ATTRIBUTE_TO_ID.get(a["name"], -2) for a in nusc.attribute}
-    records, sample_index = _split_annotations(nusc, sample_tokens)
-    labels = np.array(
-        [_CATEGORY_TO_CLASS_ID.get(a["category_name"], -1) for a in records], np.int64
-    )
+    rows, sample_index = _split_annotations(nusc, sample_tokens)
+    anns = nusc.sample_annotation
+    records = [anns[r] for r in rows]
+    categories = [a["category_name"] for a in records]
+    racks: dict[int, list] = {}
+    for i, c in enumerate(categories):
+        if c == BIKE_RACK_CATEGORY:
+            racks.setdefault(int(sample_index[i]), []).append(_rack_geometry(records[i]))
+    labels = np.array([_CATEGORY_TO_CLASS_ID.get(c, -1) for c in categories], np.int64)
     keep = np.nonzero(labels >= 0)[0]
     sel = [records[i] for i in keep]
     n = len(sel)
@@ -502,18 +533,32 @@ def load_gt(nusc, sample_tokens: list[str]) -> EvalBoxSet:  # noqa: ANN001 - dev
     attributes = np.array([attribute_id[at[0]] if at else -1 for at in attr_tokens], np.int64)
     if np.any(attributes == -2):
         raise ValueError("a ground-truth annotation has an attribute outside the detection task")
-    return EvalBoxSet(
+    split_time_s = np.array(
+        [1e-6 * nusc.get("sample", t)["timestamp"] for t in sample_tokens], np.float64
+    )
+    xyz = _stack([a["translation"] for a in sel], 3)
+    gt = EvalBoxSet(
         sample_tokens,
         sample_index[keep],
-        _stack([a["translation"] for a in sel], 3),
+        xyz,
         _stack([a["size"] for a in sel], 3),
         _stack([a["rotation"] for a in sel], 4),
-        _velocities(nusc, sel),
+        _velocities(nusc, [rows[i] for i in keep], xyz, split_time_s[sample_index[keep]]),
         labels[keep],
         np.full(n, -1.0),
         attributes,
         np.array([a["num_lidar_pts"] + a["num_radar_pts"] for a in sel], np.int64),
     )
+    return gt, racks
+
+
+def load_gt(nusc, sample_tokens: list[str]) -> EvalBoxSet:  # noqa: ANN001 - devkit NuScenes
+    """Ground-truth detection boxes of the given samples (global frame, annotation order).
+
+    Annotations of categories outside the 10 detection classes are skipped; ``num_pts`` is
+    LiDAR plus radar points; velocity is the devkit's finite difference.
+    """
+    return load_gt_and_bike_racks(nusc, sample_tokens)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,11 +588,12 @@ def ego_distances(boxes: EvalBoxSet, ego_xyz: np.ndarray) -> np.ndarray:
 
 def _bike_rack_boxes(nusc, sample_tokens: list[str]) -> dict[int, list]:  # noqa: ANN001
     """Sample index -> geometry (see ``_rack_geometry``) of its bike-rack annotations."""
-    records, sample_index = _split_annotations(nusc, sample_tokens)
+    rows, sample_index = _split_annotations(nusc, sample_tokens)
+    anns = nusc.sample_annotation
     out: dict[int, list] = {}
-    for a, si in zip(records, sample_index.tolist()):
-        if a["category_name"] == BIKE_RACK_CATEGORY:
-            out.setdefault(si, []).append(_rack_geometry(a))
+    for r, si in zip(rows, sample_index.tolist()):
+        if anns[r]["category_name"] == BIKE_RACK_CATEGORY:
+            out.setdefault(si, []).append(_rack_geometry(anns[r]))
     return out
 
 
