@@ -330,9 +330,12 @@ def bench_scatter(args, acc, bw, rows, first_calls):
         return canvas.view(ch, *hw)
 
     assert np.array_equal(pointpillars_scatter().numpy(), scatter_to_bev(feats, coords, hw))
-    impls = [Impl("drivefuse scatter_to_bev", lambda: scatter_to_bev(feats, coords, hw),
-                  ours=True),
-             Impl("torch PointPillarsScatter", pointpillars_scatter)]
+    canvas = np.empty((ch, *hw), np.float32)
+    impls = [Impl("drivefuse scatter_to_bev (fresh canvas)",
+                  lambda: scatter_to_bev(feats, coords, hw), ours=True),
+             Impl("drivefuse scatter_to_bev (out= reused canvas)",
+                  lambda: scatter_to_bev(feats, coords, hw, out=canvas)),
+             Impl("torch PointPillarsScatter (fresh canvas)", pointpillars_scatter)]
     run_group(impls, args.rounds)
     report(f"scatter to BEV ({m} pillars x {ch} ch -> 512x512)", impls, m,
            feats.nbytes + coords.nbytes + ch * hw[0] * hw[1] * 4, bw, rows)
@@ -507,8 +510,11 @@ def bench_paint(args, sweep, acc, bw, rows, first_calls):
 
     ours = paint_points(pts, proj, feats, mask)
     assert np.mean(np.all(torch_paint().numpy() == ours, 1)) > 0.999
-    impls = [Impl("drivefuse paint_points", lambda: paint_points(pts, proj, feats, mask),
-                  ours=True),
+    buf = np.empty((len(pts), 80), np.float32)
+    impls = [Impl("drivefuse paint_points (fresh output)",
+                  lambda: paint_points(pts, proj, feats, mask), ours=True),
+             Impl("drivefuse paint_points (out= reused)",
+                  lambda: paint_points(pts, proj, feats, mask, out=buf)),
              Impl("torch project + gather", torch_paint),
              Impl("numpy reference", lambda: paint_points_reference(pts, proj, feats, mask))]
     run_group(impls, max(3, args.rounds // 2))

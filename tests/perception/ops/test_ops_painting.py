@@ -100,3 +100,19 @@ def test_errors():
         paint_points(np.zeros((3, 3)), np.zeros((2, 3, 4)), np.zeros((1, 2, 2, 1)), [True])
     with pytest.raises(ValueError, match="camera_mask"):
         paint_points(np.zeros((3, 3)), np.zeros((1, 3, 4)), np.zeros((1, 2, 2, 1)), [True, True])
+
+
+def test_out_buffer_reused():
+    rng = np.random.default_rng(2)
+    pts = rng.uniform(-5, 5, (200, 3)).astype(np.float32)
+    proj = rng.normal(size=(2, 3, 4))
+    proj[:, 2, 3] += 3.0
+    feats = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
+    mask = np.array([True, True])
+    buf = np.full((200, 5), 9.0, np.float32)
+    got = paint_points(pts, proj, feats, mask, out=buf)
+    assert got is buf
+    assert got.tobytes() == paint_points_reference(pts, proj, feats, mask).tobytes()
+    assert (got == 0).all(axis=1).any() and not (got == 9).any()
+    with pytest.raises(ValueError, match="out must be"):
+        paint_points(pts, proj, feats, mask, out=np.zeros((200, 4), np.float32))

@@ -89,3 +89,16 @@ def test_scatter_errors():
         scatter_to_bev(np.ones((1, 2), np.float32), np.array([[0, 5, 0]], np.int32), (5, 5))
     with pytest.raises(ValueError, match="coords_zyx"):
         scatter_to_bev(np.ones((2, 2), np.float32), np.array([[0, 1, 0]], np.int32), (5, 5))
+
+
+def test_scatter_reuses_out_buffer():
+    rng = np.random.default_rng(5)
+    feats = rng.standard_normal((50, 3)).astype(np.float32)
+    coords = np.stack([np.zeros(50), rng.integers(0, 8, 50), rng.integers(0, 9, 50)], 1)
+    coords = coords.astype(np.int32)
+    buf = np.full((3, 8, 9), 7.0, np.float32)  # stale content must be cleared
+    got = scatter_to_bev(feats, coords, (8, 9), out=buf)
+    assert got is buf
+    assert_same((got,), (scatter_to_bev_reference(feats, coords, (8, 9)),))
+    with pytest.raises(ValueError, match="out must be"):
+        scatter_to_bev(feats, coords, (8, 9), out=np.zeros((3, 8, 8), np.float32))
