@@ -38,6 +38,68 @@ _POW10 = np.array([10.0**i for i in range(23)])
 _SPLITTER = 134217729.0  # 2**27 + 1, Veltkamp split for exact products without FMA
 
 
+# Structure-scanner event kinds.
+_STR_START, _STR_END, _OPEN, _CLOSE, _COMMA = 1, 2, 3, 4, 5
+
+
+@njit(cache=True)
+def _scan_json_structure(buf, base, state, events):  # pragma: no cover - compiled
+    """Record top-level strings, depth-2 container bounds and depth-2 commas of a JSON chunk.
+
+    ``state`` = [depth, in_string, escaped, resume_index] carries over between chunks; the
+    scan stops early when ``events`` is nearly full (resume from ``state[3]``). Returns the
+    number of events written; each event is (kind, absolute byte offset).
+    """
+    depth = state[0]
+    in_str = state[1]
+    esc = state[2]
+    i = state[3]
+    n = 0
+    cap = events.shape[0] - 1
+    size = buf.shape[0]
+    while i < size and n < cap:
+        c = buf[i]
+        if in_str:
+            if esc:
+                esc = 0
+            elif c == 92:  # backslash
+                esc = 1
+            elif c == 34:  # quote
+                in_str = 0
+                if depth == 1:
+                    events[n, 0] = _STR_END
+                    events[n, 1] = base + i
+                    n += 1
+        elif c == 34:
+            in_str = 1
+            if depth == 1:
+                events[n, 0] = _STR_START
+                events[n, 1] = base + i
+                n += 1
+        elif c == 123 or c == 91:  # { [
+            depth += 1
+            if depth == 2:
+                events[n, 0] = _OPEN
+                events[n, 1] = base + i
+                n += 1
+        elif c == 125 or c == 93:  # } ]
+            if depth == 2:
+                events[n, 0] = _CLOSE
+                events[n, 1] = base + i
+                n += 1
+            depth -= 1
+        elif c == 44 and depth == 2:  # comma between depth-2 entries
+            events[n, 0] = _COMMA
+            events[n, 1] = base + i
+            n += 1
+        i += 1
+    state[0] = depth
+    state[1] = in_str
+    state[2] = esc
+    state[3] = i
+    return n
+
+
 @njit(cache=True, inline="always")
 def _ws(buf, i):  # pragma: no cover - compiled
     n = buf.shape[0]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from numba import njit
 from pyquaternion import Quaternion
 
 from eval.detection.config import (
@@ -27,7 +26,18 @@ from eval.detection.config import (
     DetectionConfig,
 )
 from eval.detection.data import EvalBoxSet
-from eval.detection.fastjson import KEY_NAMES, OK, pack_names, parse_entries
+from eval.detection.fastjson import (
+    _CLOSE,
+    _COMMA,
+    _OPEN,
+    _STR_END,
+    _STR_START,
+    KEY_NAMES,
+    OK,
+    _scan_json_structure,
+    pack_names,
+    parse_entries,
+)
 from sensors.types import DETECTION_CLASSES
 
 CLASS_TO_ID: dict[str, int] = {c: i for i, c in enumerate(DETECTION_CLASSES)}
@@ -40,8 +50,6 @@ VELOCITY_MAX_TIME_DIFF_S = 1.5
 
 _CHUNK_BYTES = 8 << 20
 _EVENT_CAPACITY = 1 << 16
-# Scanner event kinds.
-_STR_START, _STR_END, _OPEN, _CLOSE, _COMMA = 1, 2, 3, 4, 5
 
 
 def _stack(seqs: list, width: int) -> np.ndarray:
@@ -59,64 +67,6 @@ class ResultsFormatError(ValueError):
 # ----------------------------------------------------------------------------------------------
 # Results files
 # ----------------------------------------------------------------------------------------------
-
-
-@njit(cache=True)
-def _scan_json_structure(buf, base, state, events):  # pragma: no cover - compiled
-    """Record top-level strings, depth-2 container bounds and depth-2 commas of a JSON chunk.
-
-    ``state`` = [depth, in_string, escaped, resume_index] carries over between chunks; the
-    scan stops early when ``events`` is nearly full (resume from ``state[3]``). Returns the
-    number of events written; each event is (kind, absolute byte offset).
-    """
-    depth = state[0]
-    in_str = state[1]
-    esc = state[2]
-    i = state[3]
-    n = 0
-    cap = events.shape[0] - 1
-    size = buf.shape[0]
-    while i < size and n < cap:
-        c = buf[i]
-        if in_str:
-            if esc:
-                esc = 0
-            elif c == 92:  # backslash
-                esc = 1
-            elif c == 34:  # quote
-                in_str = 0
-                if depth == 1:
-                    events[n, 0] = _STR_END
-                    events[n, 1] = base + i
-                    n += 1
-        elif c == 34:
-            in_str = 1
-            if depth == 1:
-                events[n, 0] = _STR_START
-                events[n, 1] = base + i
-                n += 1
-        elif c == 123 or c == 91:  # { [
-            depth += 1
-            if depth == 2:
-                events[n, 0] = _OPEN
-                events[n, 1] = base + i
-                n += 1
-        elif c == 125 or c == 93:  # } ]
-            if depth == 2:
-                events[n, 0] = _CLOSE
-                events[n, 1] = base + i
-                n += 1
-            depth -= 1
-        elif c == 44 and depth == 2:  # comma between depth-2 entries
-            events[n, 0] = _COMMA
-            events[n, 1] = base + i
-            n += 1
-        i += 1
-    state[0] = depth
-    state[1] = in_str
-    state[2] = esc
-    state[3] = i
-    return n
 
 
 def _stream_results(path: Path) -> Iterator[tuple[str, object]]:
@@ -454,6 +404,8 @@ def _velocities(
     rows: list[int],
     xyz: np.ndarray,
     time_s: np.ndarray,
+    prev_tokens: tuple[str, ...],
+    next_tokens: tuple[str, ...],
 ) -> np.ndarray:
     """(n, 2) xy velocity of annotations, as ``NuScenes.box_velocity`` estimates it.
 
@@ -465,6 +417,8 @@ def _velocities(
         rows: sample_annotation table rows of the annotations.
         xyz: (n, 3) their translations.
         time_s: (n,) their sample times (1e-6 * timestamp, the devkit's arithmetic).
+        prev_tokens: their ``prev`` annotation tokens ("" for none).
+        next_tokens: their ``next`` annotation tokens.
 
     """
     n = len(rows)
@@ -472,9 +426,8 @@ def _velocities(
         return np.zeros((0, 2))
     index = _annotation_index(nusc)
     anns = nusc.sample_annotation
-    sel = [anns[r] for r in rows]
-    prev_row = np.array([index[a["prev"]] if a["prev"] else -1 for a in sel], np.int64)
-    next_row = np.array([index[a["next"]] if a["next"] else -1 for a in sel], np.int64)
+    prev_row = np.array([index[t] if t else -1 for t in prev_tokens], np.int64)
+    next_row = np.array([index[t] if t else -1 for t in next_tokens], np.int64)
     # Neighbours are almost always annotations of the same scene, hence in this selection;
     # look them up by position, and read the rare others from the table.
     pos = np.full(len(anns), -1, np.int64)
@@ -523,7 +476,23 @@ def load_gt_and_bike_racks(
     keep = np.nonzero(labels >= 0)[0]
     sel = [records[i] for i in keep]
     n = len(sel)
-    attr_tokens = [a["attribute_tokens"] for a in sel]
+    # One pass over the records, then columns (zip is C-speed).
+    columns = [
+        (
+            a["translation"],
+            a["size"],
+            a["rotation"],
+            a["attribute_tokens"],
+            a["num_lidar_pts"],
+            a["num_radar_pts"],
+            a["prev"],
+            a["next"],
+        )
+        for a in sel
+    ]
+    translation, size, rotation, attr_tokens, n_lidar, n_radar, prev, nxt = (
+        zip(*columns) if columns else ((),) * 8
+    )
     for a, at in zip(sel, attr_tokens):
         if len(at) > 1:
             raise ValueError(
@@ -536,18 +505,20 @@ def load_gt_and_bike_racks(
     split_time_s = np.array(
         [1e-6 * nusc.get("sample", t)["timestamp"] for t in sample_tokens], np.float64
     )
-    xyz = _stack([a["translation"] for a in sel], 3)
+    xyz = _stack(list(translation), 3)
     gt = EvalBoxSet(
         sample_tokens,
         sample_index[keep],
         xyz,
-        _stack([a["size"] for a in sel], 3),
-        _stack([a["rotation"] for a in sel], 4),
-        _velocities(nusc, [rows[i] for i in keep], xyz, split_time_s[sample_index[keep]]),
+        _stack(list(size), 3),
+        _stack(list(rotation), 4),
+        _velocities(
+            nusc, [rows[i] for i in keep], xyz, split_time_s[sample_index[keep]], prev, nxt
+        ),
         labels[keep],
         np.full(n, -1.0),
         attributes,
-        np.array([a["num_lidar_pts"] + a["num_radar_pts"] for a in sel], np.int64),
+        np.array(n_lidar, np.int64) + np.array(n_radar, np.int64),
     )
     return gt, racks
 
@@ -649,9 +620,12 @@ def filter_boxes(
         bike_racks = _bike_rack_boxes(nusc, list(boxes.sample_tokens))
     if bike_racks:
         cycle_ids = [CLASS_TO_ID[c] for c in BIKE_RACK_FILTERED_CLASSES]
-        candidates = np.nonzero(keep & np.isin(boxes.label, cycle_ids))[0]
+        candidate = keep & np.isin(boxes.label, cycle_ids)
+        # Rows are grouped by sample: each sample is one contiguous range.
+        bounds = np.searchsorted(boxes.sample_index, np.arange(len(boxes.sample_tokens) + 1))
         for si, racks in bike_racks.items():
-            rows = candidates[boxes.sample_index[candidates] == si]
+            rows = np.arange(bounds[si], bounds[si + 1])
+            rows = rows[candidate[rows]]
             if rows.size == 0:
                 continue
             in_rack = np.zeros(rows.size, bool)
