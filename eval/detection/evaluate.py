@@ -162,7 +162,7 @@ def evaluate_detections(
     """
     config = config or default_config()
     t0 = time.time()
-    pred, meta = load_results(results, config.max_boxes_per_sample)
+    pred, meta = load_results(results, config.max_boxes_per_sample, progress=verbose)
     sample_tokens = split_sample_tokens(nusc, eval_set)
     missing = set(sample_tokens) - set(pred.sample_tokens)
     extra = set(pred.sample_tokens) - set(sample_tokens)

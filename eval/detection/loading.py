@@ -69,7 +69,7 @@ class ResultsFormatError(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-def _stream_results(path: Path) -> Iterator[tuple[str, object]]:
+def _stream_results(path: Path, progress: bool = False) -> Iterator[tuple[str, object]]:
     """Yield ``("meta", dict)`` and ``("samples", dict)`` batches of a results file."""
     pending = bytearray()
     base = 0  # file offset of pending[0]
@@ -83,10 +83,21 @@ def _stream_results(path: Path) -> Iterator[tuple[str, object]]:
     seen_results = False
     results_done = False
     first_byte_checked = False
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, desc="results", leave=False
+        )
     with open(path, "rb") as f:
         while True:
             chunk = f.read(_CHUNK_BYTES)
+            if bar is not None:
+                bar.update(len(chunk))
             if not chunk:
+                if bar is not None:
+                    bar.close()
                 break
             if not first_byte_checked:
                 stripped = chunk.lstrip()
@@ -259,13 +270,14 @@ def _box_columns(batch: dict, source: str, token_offset: int) -> dict[str, np.nd
 
 
 def load_results(
-    source: str | Path | dict, max_boxes_per_sample: int | None = None
+    source: str | Path | dict, max_boxes_per_sample: int | None = None, progress: bool = False
 ) -> tuple[EvalBoxSet, dict]:
     """Read a nuScenes detection results file (or its already-parsed dict) into columns.
 
     Args:
         source: path of the JSON file, or the dict ``{"meta": ..., "results": ...}``.
         max_boxes_per_sample: raise if any sample has more boxes (None: no check).
+        progress: show a progress bar (bytes read) on stderr.
 
     Returns:
         The boxes (samples in file order, boxes in file order) and the ``meta`` dict.
@@ -297,7 +309,7 @@ def load_results(
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"results file not found: {path}")
-        for kind, payload in _stream_results(path):
+        for kind, payload in _stream_results(path, progress):
             if kind == "meta":
                 meta = payload  # type: ignore[assignment]
                 continue
