@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -54,6 +55,14 @@ def make_grid(voxel_size_m, point_range_m) -> VoxelGrid:
     """
     size = np.asarray(voxel_size_m, dtype=np.float64).reshape(-1)
     rng = np.asarray(point_range_m, dtype=np.float64).reshape(-1)
+    # The same few configs come back every frame: cache on the values (the grid is immutable).
+    return _make_grid_cached(tuple(size.tolist()), tuple(rng.tolist()))
+
+
+@lru_cache(maxsize=64)
+def _make_grid_cached(size_t: tuple, rng_t: tuple) -> VoxelGrid:
+    size = np.asarray(size_t, dtype=np.float64)
+    rng = np.asarray(rng_t, dtype=np.float64)
     if size.shape != (3,) or rng.shape != (6,):
         raise ValueError(
             f"voxel_size_m must have 3 values and point_range_m 6, got {size.shape} and "
@@ -73,6 +82,8 @@ def make_grid(voxel_size_m, point_range_m) -> VoxelGrid:
         raise ValueError(f"grid has an empty axis: shape_xyz={shape.tolist()}")
     if int(np.prod(shape)) >= 2**62:
         raise ValueError(f"grid too large: shape_xyz={shape.tolist()}")
+    for a in (size32, lo32, shape):
+        a.setflags(write=False)
     return VoxelGrid(voxel_size=size32, range_min=lo32, shape_xyz=shape)
 
 

@@ -45,12 +45,28 @@ def _point_key(points, i, vsize, rmin, gx, gy, gz):
     return (np.int64(fz) * gy + np.int64(fy)) * gx + np.int64(fx)
 
 
+@numba.njit(cache=True, inline="always")
+def _point_key_branchless(points, i, vsize, rmin, gx, gy, gz, fgx, fgy, fgz):
+    # Same float32 arithmetic and result as _point_key, without early exits, so that the
+    # key loop vectorizes. Out-of-range (and NaN) values are replaced by 0 before the int
+    # conversion, which is undefined for them.
+    fz = np.floor((points[i, 2] - rmin[2]) / vsize[2])
+    fy = np.floor((points[i, 1] - rmin[1]) / vsize[1])
+    fx = np.floor((points[i, 0] - rmin[0]) / vsize[0])
+    ok = (fz >= 0) & (fz < fgz) & (fy >= 0) & (fy < fgy) & (fx >= 0) & (fx < fgx)
+    iz = np.int64(fz if ok else np.float32(0.0))
+    iy = np.int64(fy if ok else np.float32(0.0))
+    ix = np.int64(fx if ok else np.float32(0.0))
+    return (iz * gy + iy) * gx + ix if ok else np.int64(-1)
+
+
 @numba.njit(cache=True)
 def _keys_serial(points, vsize, rmin, gx, gy, gz):
     n = points.shape[0]
     keys = np.empty(n, dtype=np.int64)
+    fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
     for i in range(n):
-        keys[i] = _point_key(points, i, vsize, rmin, gx, gy, gz)
+        keys[i] = _point_key_branchless(points, i, vsize, rmin, gx, gy, gz, fgx, fgy, fgz)
     return keys
 
 
@@ -58,8 +74,9 @@ def _keys_serial(points, vsize, rmin, gx, gy, gz):
 def _keys_parallel(points, vsize, rmin, gx, gy, gz):
     n = points.shape[0]
     keys = np.empty(n, dtype=np.int64)
+    fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
     for i in prange(n):
-        keys[i] = _point_key(points, i, vsize, rmin, gx, gy, gz)
+        keys[i] = _point_key_branchless(points, i, vsize, rmin, gx, gy, gz, fgx, fgy, fgz)
     return keys
 
 
