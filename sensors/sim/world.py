@@ -506,6 +506,30 @@ class Agent:
     params: dict = field(default_factory=dict)
 
 
+def agent_pose(ag: Agent, t: float, ego: EgoMotion | None) -> tuple[np.ndarray, float]:
+    """(x, y) and yaw of agent ``ag`` at time ``t`` (``ego`` is needed for "ego_follow")."""
+    p = ag.params
+    if ag.kind == "static":
+        return np.asarray(p["xy"], dtype=np.float64), float(p["yaw"])
+    if ag.kind == "path":
+        path: Path = p["path"]
+        s = p["s0"] + p["speed"] * t
+        xy, hd = path.pose(s, p["offset"])
+        yaw = hd[0] + (np.pi if p["speed"] < 0 else 0.0)
+        return xy[0], float(yaw)
+    if ag.kind == "ego_follow":
+        assert ego is not None
+        s_ego = float(np.interp(t, ego.t, ego.s))
+        xy, hd = ego.path.pose(s_ego + p["gap"])
+        return xy[0], float(hd[0])
+    if ag.kind == "linear":
+        a, b = np.asarray(p["a"]), np.asarray(p["b"])
+        f = float(np.clip((t - p["t0"]) / (p["t1"] - p["t0"]), 0.0, 1.0))
+        d = b - a
+        return a + f * d, float(np.arctan2(d[1], d[0]))
+    raise ValueError(f"unknown agent kind {ag.kind}")
+
+
 ATTR_VEHICLE = ("vehicle.moving", "vehicle.parked")
 ATTR_PED = ("pedestrian.moving", "pedestrian.standing")
 
@@ -709,26 +733,7 @@ class World:
                            attrs)
 
     def _agent_xy_yaw(self, ag: Agent, t: float) -> tuple[np.ndarray, float]:
-        p = ag.params
-        if ag.kind == "static":
-            return np.asarray(p["xy"], dtype=np.float64), float(p["yaw"])
-        if ag.kind == "path":
-            path: Path = p["path"]
-            s = p["s0"] + p["speed"] * t
-            xy, hd = path.pose(s, p["offset"])
-            yaw = hd[0] + (np.pi if p["speed"] < 0 else 0.0)
-            return xy[0], float(yaw)
-        if ag.kind == "ego_follow":
-            s_ego = float(np.interp(t, self.ego.t, self.ego.s))
-            xy, hd = self.ego.path.pose(s_ego + p["gap"])
-            return xy[0], float(hd[0])
-        if ag.kind == "linear":
-            a, b = np.asarray(p["a"]), np.asarray(p["b"])
-            t0, t1 = p["t0"], p["t1"]
-            f = float(np.clip((t - t0) / (t1 - t0), 0.0, 1.0))
-            d = b - a
-            return a + f * d, float(np.arctan2(d[1], d[0]))
-        raise ValueError(f"unknown agent kind {ag.kind}")
+        return agent_pose(ag, t, self.ego)
 
     def primitives(self, t: float, states: AgentStates | None = None) -> Primitives:
         """All parts (agents at time ``t`` + scenery) as one set of oriented boxes."""
@@ -759,9 +764,11 @@ class World:
 # ---------------------------------------------------------------------------------------------
 
 FRONT_OVERHANG_M = 3.45  # rear axle (ego origin) to front bumper
-URBAN_HALF_M, URBAN_LANE_M, URBAN_SIDEWALK_M = 6.8, 3.5, 3.4
-BIKE_LANE_D, PARK_LANE_D = 4.0, 5.65
-HIGHWAY_LANE_M, HIGHWAY_HALF_M = 3.7, 14.1
+URBAN_HALF_M, URBAN_LANE_M, URBAN_SIDEWALK_M = 7.4, 3.5, 3.4
+# Bike lane centre; parked vehicles keep PARK_KERB_GAP_M from the kerb (7.4 m) so that even
+# a bus (2.94 m) clears a motorcycle (0.77 m) in the bike lane.
+BIKE_LANE_D, PARK_KERB_GAP_M = 3.85, 0.15
+HIGHWAY_LANE_M, HIGHWAY_HALF_M = 3.7, 15.6  # 3 lanes + a 4.5 m shoulder (work zones)
 MAP_NAMES = (
     "singapore-onenorth",
     "boston-seaport",
@@ -777,6 +784,9 @@ class _Builder:
         self.rng = rng
         self.scale = scale
         self.agents: list[Agent] = []
+        self.radii: list[float] = []  # bounding radius (half diagonal) of each agent
+        self.ego: EgoMotion | None = None
+        self.times: np.ndarray | None = None  # when set, statics must not meet movers
         self.occupied: list[tuple[np.ndarray, float]] = []  # (xy, radius) of placed statics
         self.s_cen: list[np.ndarray] = []
         self.s_half: list[np.ndarray] = []
@@ -801,6 +811,44 @@ class _Builder:
     def free(self, xy: np.ndarray, radius: float) -> bool:
         return all(np.hypot(*(xy - o)) > radius + r for o, r in self.occupied)
 
+    def set_times(self, ego: EgoMotion, times: np.ndarray) -> None:
+        """Enable conflict checks of new objects against all agents and the ego at ``times``."""
+        self.ego = ego
+        self.times = np.asarray(times, dtype=np.float64)
+        e_xy, e_yaw = ego.path.pose(np.interp(self.times, ego.t, ego.s))
+        # Ego body centre (1.3 m ahead of the rear axle).
+        self._ego_xy = e_xy + 1.3 * np.stack([np.cos(e_yaw), np.sin(e_yaw)], axis=1)
+        self._traj: list[np.ndarray] = []
+
+    def _trajectories(self) -> np.ndarray:
+        """(A, T, 2) positions of all agents at ``self.times`` (cached incrementally)."""
+        for ag in self.agents[len(self._traj):]:
+            if ag.kind == "static":
+                self._traj.append(np.broadcast_to(np.asarray(ag.params["xy"], float),
+                                                  (len(self.times), 2)))
+            else:
+                self._traj.append(np.array([agent_pose(ag, t, self.ego)[0] for t in self.times]))
+        if not self._traj:
+            return np.zeros((0, len(self.times), 2))
+        return np.stack(self._traj)
+
+    def clear_of_agents(self, trajectory, radius: float, margin: float = 0.3) -> bool:
+        """True when a new object of bounding radius ``radius`` following ``trajectory(t) ->
+        xy`` keeps ``margin`` metres from every agent and from the ego at all ``self.times``
+        (always True before ``set_times``).
+        """
+        if self.times is None:
+            return True
+        q = np.array([trajectory(t) for t in self.times])  # (T, 2)
+        if (np.linalg.norm(self._ego_xy - q, axis=1) < radius + 2.4 + margin).any():
+            return False
+        traj = self._trajectories()
+        if len(traj) == 0:
+            return True
+        d = np.linalg.norm(traj - q[None], axis=2)  # (A, T)
+        lim = radius + np.asarray(self.radii)[:, None] + margin
+        return not (d < lim).any()
+
     def add_agent(
         self,
         cls: str,
@@ -824,6 +872,7 @@ class _Builder:
         parts = tuple(agent_parts(cls, wlh, self.colour(cls), rider))
         ag = Agent(cls, wlh, parts, kind, attrs[0], attrs[1], params)
         self.agents.append(ag)
+        self.radii.append(0.5 * float(np.hypot(wlh[0], wlh[1])))
         if kind == "static":
             self.occupied.append((np.asarray(params["xy"]), 0.5 * float(np.hypot(wlh[0], wlh[1]))))
         return ag
@@ -834,6 +883,8 @@ class _Builder:
         wlh = self.size(cls) if wlh is None else wlh
         r = 0.5 * float(np.hypot(wlh[0], wlh[1]))
         if check and not self.free(xy, r):
+            return False
+        if check and not self.clear_of_agents(lambda t: xy, r):
             return False
         self.add_agent(cls, "static", {"xy": np.asarray(xy, float), "yaw": float(yaw)}, attrs, wlh)
         return True
@@ -898,7 +949,7 @@ def _road_scenery(b: _Builder, road: Road, roads: list[Road], s_range: tuple[flo
             continue
         edge = hw + 0.3
         for s in np.arange(s0 + rng.uniform(0, 20), s1, rng.uniform(22, 30)):
-            xy, hd = road.path.pose(s, side * (edge + 0.5))
+            xy, hd = road.path.pose(s, side * (hw + 0.45))
             if _on_other_road(xy[0], roads, road, 0.5):
                 continue
             b.part(xy[0], 0.0, 0.22, 0.22, 6.5, hd[0], (110, 110, 115), "metal")
@@ -938,33 +989,135 @@ def _tree(b: _Builder, xy: np.ndarray) -> None:
            "foliage")
 
 
-def _work_zone(b: _Builder, road: Road, s_w: float, d_side: float, edge: float) -> None:
-    """Cones and barriers closing the lane edge, a construction vehicle, a trailer, a worker
-    and a parked bicycle on side ``sign(d_side)`` from arc length ``s_w``.
+def _work_zone(b: _Builder, road: Road, s_w: float, d_cones: float) -> None:
+    """A work zone beside the traffic: cones and barriers along the line ``d_cones`` (offset
+    from ``road``'s centreline) from arc length ``s_w``, and beyond that line a construction
+    vehicle, a trailer, a worker and a parked bicycle.
     """
     rng = b.rng
-    sign = np.sign(d_side)
+    sign = np.sign(d_cones)
+    out = abs(d_cones)
     length = 28.0
     for k, s in enumerate(np.arange(s_w, s_w + length, 3.5)):
-        xy, hd = road.path.pose(s, d_side)
+        xy, hd = road.path.pose(s, d_cones)
         if k in (0, 4, 7):
             b.add_static("barrier", xy[0], hd[0] + np.pi / 2 + rng.normal(0, 0.05), check=False)
         else:
             b.add_static("traffic_cone", xy[0], rng.uniform(-np.pi, np.pi), check=False)
-    xy, hd = road.path.pose(s_w - 1.5, d_side + sign * 1.4)
+    xy, hd = road.path.pose(s_w - 2.0, sign * (out + 1.4))
     b.add_static("barrier", xy[0], hd[0], check=False)
     cv = b.size("construction_vehicle")
-    xy, hd = road.path.pose(s_w + 8.0, sign * (edge + cv[0] / 2 - 0.6))
+    xy, hd = road.path.pose(s_w + 8.0, sign * (out + 0.5 + cv[0] / 2))
     b.add_static("construction_vehicle", xy[0], hd[0] + rng.choice([0.0, np.pi]), wlh=cv,
                  attrs=("vehicle.moving", "vehicle.stopped"), check=False)
     tr = b.size("trailer")
     s_tr = s_w + 8.0 + cv[1] / 2 + tr[1] / 2 + 1.5
-    xy, hd = road.path.pose(s_tr, sign * (edge + tr[0] / 2 - 0.3))
+    xy, hd = road.path.pose(s_tr, sign * (out + 0.5 + tr[0] / 2))
     b.add_static("trailer", xy[0], hd[0], wlh=tr, check=False)
-    xy, hd = road.path.pose(s_w + 4.0, sign * (edge - 0.8))
+    xy, hd = road.path.pose(s_w + 2.3, sign * (out + 0.6))
     b.add_static("pedestrian", xy[0], hd[0] + rng.uniform(-2, 2), check=False)
-    xy, hd = road.path.pose(s_w + 2.0, sign * (edge + 1.0))
+    xy, hd = road.path.pose(s_w - 0.8, sign * (out + 1.5))
     b.add_static("bicycle", xy[0], hd[0] + np.pi / 2, check=False)
+
+
+def _platoon(
+    b: _Builder, path: Path, offset: float, speed: float, s_anchor: float, s_lo: float,
+    s_hi: float, pick, anchor_cls: str | None = None, gap: tuple[float, float] = (8.0, 35.0),
+) -> None:
+    """Vehicles in one lane, all at ``speed`` (signed: negative drives against ``path``), so
+    they never run into each other; positions at t = 0 fill [s_lo, s_hi] outward from
+    ``s_anchor`` (where ``anchor_cls``, if given, is placed).
+    """
+    rng = b.rng
+
+    def add(cls: str, s_centre: float, wlh: np.ndarray) -> None:
+        b.add_agent(cls, "path", {"path": path, "s0": s_centre, "speed": speed,
+                                  "offset": offset}, wlh=wlh)
+
+    cls = anchor_cls or pick()
+    wlh = b.size(cls)
+    add(cls, s_anchor, wlh)
+    front = s_anchor + wlh[1] / 2
+    back = s_anchor - wlh[1] / 2
+    if cls == "trailer":
+        # A tractor unit (truck) pulls the trailer: same speed, 0.8 m ahead of it.
+        tk = b.size("truck")
+        direction = 1.0 if speed >= 0 else -1.0
+        if direction > 0:
+            add("truck", front + 0.8 + tk[1] / 2, tk)
+            front += 0.8 + tk[1]
+        else:
+            add("truck", back - 0.8 - tk[1] / 2, tk)
+            back -= 0.8 + tk[1]
+    while True:
+        cls = pick()
+        wlh = b.size(cls)
+        s_c = front + rng.uniform(*gap) + wlh[1] / 2
+        if s_c > s_hi:
+            break
+        add(cls, s_c, wlh)
+        front = s_c + wlh[1] / 2
+    while True:
+        cls = pick()
+        wlh = b.size(cls)
+        s_c = back - rng.uniform(*gap) - wlh[1] / 2
+        if s_c < s_lo:
+            break
+        add(cls, s_c, wlh)
+        back = s_c - wlh[1] / 2
+
+
+def _junction_traffic(
+    b: _Builder, flows: list[tuple[Road, float, float]], ego: EgoMotion, s_stop: float,
+    duration: float, v_cruise: float,
+) -> None:
+    """Traffic through a junction, timed so that flows never meet in it and all of it has
+    cleared the junction before the ego leaves its stop line.
+
+    Flows go through one after the other, going back in time from the ego's start; a flow in
+    the direction the ego turns into drives faster than the ego cruises, so the ego never
+    catches up with it.
+
+    Args:
+        b: builder.
+        flows: (road, junction arc length on that road, direction) per flow; direction +1
+            drives along the road (right lane), -1 against it.
+        ego: ego motion.
+        s_stop: ego-path arc length of the stop line.
+        duration: scene length, seconds.
+        v_cruise: ego cruise speed, m/s.
+
+    """
+    rng = b.rng
+    moving_after = ego.t[(ego.s > s_stop + 0.3)]
+    t_go = float(moving_after[0]) if len(moving_after) else duration + 5.0
+    exit_heading = ego.path.heading[-1]
+    clear_m = 25.0  # half length of the junction zone along a flow
+    t_end = t_go - 1.0  # when the current flow's last vehicle must have left the zone
+    for road, s_x, direction in flows:
+        road_heading = float(np.interp(s_x, road.path.s, road.path.heading))
+        v = rng.uniform(7.0, 11.0)
+        if np.cos(exit_heading - road_heading) * direction > 0.5:
+            v = max(v, v_cruise + 3.0)
+        offset = -direction * URBAN_LANE_M / 2
+        # Distance travelled past the junction centre: the last vehicle's front is at
+        # clear_m + L/2 at t_end; vehicles ahead of it follow with gaps.
+        ahead = 0.0  # distance of the current vehicle's centre ahead of the last one's
+        prev_half = 0.0
+        for k in range(int(rng.integers(1, 4))):
+            cls = str(rng.choice(["car"] * 5 + ["truck", "bus"]))
+            wlh = b.size(cls)
+            if k > 0:
+                ahead += prev_half + rng.uniform(8.0, 25.0) + wlh[1] / 2
+            prev_half = wlh[1] / 2
+            # Centre distance beyond the junction centre at t_end, then back to t = 0.
+            beyond = clear_m + wlh[1] / 2 + ahead
+            s0 = s_x + direction * (beyond - v * t_end)
+            b.add_agent(cls, "path", {"path": road.path, "s0": s0, "speed": direction * v,
+                                      "offset": offset}, wlh=wlh)
+        # The flow's first (front) vehicle entered the zone (its front at -clear_m) at:
+        t_first_enter = t_end - (ahead + 2 * clear_m + 2 * prev_half) / v
+        t_end = t_first_enter - 0.5
 
 
 def _ego_s_at(ego: EgoMotion, t: float) -> float:
@@ -986,107 +1139,147 @@ def _traffic(
     road: Road,
     ego: EgoMotion,
     duration: float,
+    s_ego0: float,
     lane_centres_same: list[float],
     lane_centres_oncoming: list[float],
     speed_range: tuple[float, float],
-    s_mid: float,
-    urban: bool,
+    bike_sides: tuple[float, ...],
 ) -> None:
-    """Moving vehicles on ``road``'s lanes other than the ego's, guaranteed to pass the ego."""
+    """Moving traffic on ``road``: one platoon per lane (oncoming lanes meet the ego, same
+    direction lanes drift past it; the first oncoming lane brings a bus past the ego at
+    mid-scene) and cyclists in the bike lanes of ``bike_sides``.
+    """
     rng = b.rng
-    n_onc = int(round(rng.integers(3, 7) * b.scale))
-    classes = ["bus"] + [
-        rng.choice(["car"] * 7 + ["truck", "motorcycle"]) for _ in range(max(n_onc - 1, 0))
-    ]
-    for k, cls in enumerate(classes):
+    scale = max(b.scale, 0.2)
+    s_a = s_ego0 + float(ego.s[0])
+    s_b = s_ego0 + _ego_s_at(ego, duration)
+    gap = (8.0 / scale, 35.0 / scale)
+
+    def pick_vehicle() -> str:
+        return str(rng.choice(["car"] * 7 + ["truck", "motorcycle"]))
+
+    for k, d in enumerate(lane_centres_oncoming):
         v = rng.uniform(*speed_range)
-        d = lane_centres_oncoming[k % len(lane_centres_oncoming)]
-        # Meet the ego at time t_meet somewhere inside the scene.
-        t_meet = duration * (0.5 if k == 0 else rng.uniform(0.1, 1.2))
-        s_meet = _ego_s_at(ego, min(t_meet, duration)) + (25.0 if k == 0 else rng.uniform(0, 60))
-        s0 = s_meet + v * t_meet
-        b.add_agent(cls, "path", {"path": road.path, "s0": s0, "speed": -v, "offset": d})
+        # Where a vehicle must be at t = 0 to meet the ego at time T/2 (25 m ahead of it).
+        s_meet = s_ego0 + _ego_s_at(ego, duration / 2) + 25.0 + v * duration / 2
+        _platoon(b, road.path, d, -v, s_meet if k == 0 else s_meet + rng.uniform(-30, 30),
+                 s_a - 20.0, s_b + v * duration + 40.0, pick_vehicle,
+                 "bus" if k == 0 else None, gap)
     for d in lane_centres_same:
-        n_same = int(round(rng.integers(1, 4) * b.scale))
-        for _ in range(n_same):
-            v = rng.uniform(*speed_range)
-            cls = rng.choice(["car"] * 6 + ["truck", "bus", "motorcycle"])
-            s0 = s_mid + rng.uniform(-60, 60) - v * duration * 0.5
-            b.add_agent(cls, "path", {"path": road.path, "s0": s0, "speed": v, "offset": d})
-    if urban:
-        for side in (-1.0, 1.0):
-            for _ in range(int(rng.integers(0, 3))):
-                v = rng.uniform(3.5, 6.0)
-                cls = "bicycle" if rng.uniform() < 0.75 else "motorcycle"
-                s0 = s_mid + rng.uniform(-40, 40) - side * -1 * v * duration * 0.5
-                b.add_agent(cls, "path", {"path": road.path, "s0": s0, "speed": -side * v,
-                                          "offset": side * BIKE_LANE_D})
+        v = rng.uniform(*speed_range)
+        s_mid = s_ego0 + _ego_s_at(ego, duration / 2) - v * duration / 2
+        _platoon(b, road.path, d, v, s_mid + rng.uniform(-20, 20), s_mid - 90.0, s_mid + 90.0,
+                 lambda: str(rng.choice(["car"] * 6 + ["truck", "bus", "motorcycle"])), None, gap)
+    for side in bike_sides:
+        if rng.uniform() < 0.3:
+            continue
+        v = rng.uniform(3.5, 6.0)
+        direction = -side  # right-hand traffic: the right side (-) rides with the path
+        s_mid = s_ego0 + _ego_s_at(ego, duration / 2) - direction * v * duration / 2
+        _platoon(b, road.path, side * BIKE_LANE_D, direction * v, s_mid + rng.uniform(-20, 20),
+                 s_mid - 50.0, s_mid + 50.0,
+                 lambda: "bicycle" if rng.uniform() < 0.75 else "motorcycle", None, (6.0, 40.0))
 
 
 def _urban_roadside(
     b: _Builder, road: Road, ego: EgoMotion, duration: float, s_lo: float, s_hi: float,
     s_mid: float, skip: tuple[float, float, float] | None,
 ) -> None:
-    """Parked vehicles, pedestrians (walking, standing, crossing) along an urban road."""
+    """Parked vehicles, pedestrians (walking, standing, crossing) along an urban road.
+
+    Called after the moving traffic exists: pedestrians are only placed where they keep clear
+    of every agent and of the ego for the whole scene.
+    """
     rng = b.rng
+    roads = _ALL_ROADS.get(id(b), [])
+
+    def parked_d(side: float, wlh: np.ndarray) -> float:
+        return side * (URBAN_HALF_M - PARK_KERB_GAP_M - wlh[0] / 2)
+
+    def in_skip(s: float, side: float, pad: float) -> bool:
+        return skip is not None and np.sign(skip[2]) == side and skip[0] - pad < s < skip[1] + pad
+
     # Guaranteed near-ego instances of the rarer classes at mid-scene.
-    guaranteed = [("truck", -1.0, 14.0), ("motorcycle", 1.0, 6.0), ("bicycle", -1.0, -4.0),
-                  ("bus", 1.0, 32.0)]
-    for cls, side, ds in guaranteed:
-        if skip is not None and np.sign(skip[2]) == side and skip[0] - 8 < s_mid + ds < skip[1]:
-            side = -side
+    for cls, side, ds in (("truck", -1.0, 14.0), ("motorcycle", 1.0, 6.0),
+                          ("bicycle", -1.0, -4.0), ("bus", 1.0, 32.0)):
         wlh = b.size(cls)
-        d = side * (URBAN_HALF_M - wlh[0] / 2 - 0.25)
-        xy, hd = road.path.pose(s_mid + ds, d)
-        b.add_static(cls, xy[0], hd[0] + (np.pi if side > 0 else 0.0), wlh=wlh)
+        for shift in (0.0, -12.0, 12.0, -24.0, 24.0, -36.0):
+            sd = -side if in_skip(s_mid + ds + shift, side, 8.0) else side
+            xy, hd = road.path.pose(s_mid + ds + shift, parked_d(sd, wlh))
+            if _on_other_road(xy[0], roads, road, 1.0):
+                continue
+            if b.add_static(cls, xy[0], hd[0] + (np.pi if sd > 0 else 0.0), wlh=wlh):
+                break
     for side in (-1.0, 1.0):
         s = s_lo + rng.uniform(0, 5)
         while s < s_hi:
-            if skip is not None and np.sign(skip[2]) == side and skip[0] - 8 < s < skip[1] + 8:
+            if in_skip(s, side, 8.0):
                 s += 6
                 continue
             if rng.uniform() < 0.7 * min(b.scale, 1.4):
-                cls = rng.choice(["car"] * 12 + ["truck", "motorcycle", "bicycle"])
+                cls = str(rng.choice(["car"] * 12 + ["truck", "motorcycle", "bicycle"]))
                 wlh = b.size(cls)
-                d = side * (URBAN_HALF_M - wlh[0] / 2 - 0.25)
-                xy, hd = road.path.pose(s, d)
-                if not _on_other_road(xy[0], [r for r in _ALL_ROADS.get(id(b), [])], road, 1.0):
+                xy, hd = road.path.pose(s + wlh[1] / 2, parked_d(side, wlh))
+                if not _on_other_road(xy[0], roads, road, 1.0):
                     b.add_static(cls, xy[0], hd[0] + (np.pi if side > 0 else 0.0), wlh=wlh)
                 s += wlh[1] + rng.uniform(0.8, 4.0)
             else:
                 s += rng.uniform(3, 12)
-        # Pedestrians on the sidewalk: walking along or standing.
-        n_ped = int(round(rng.integers(3, 8) * b.scale))
-        for _ in range(n_ped):
-            d = side * (URBAN_HALF_M + 0.3 + rng.uniform(0.5, URBAN_SIDEWALK_M - 0.5))
-            s = s_mid + rng.uniform(-60, 60)
-            if skip is not None and np.sign(skip[2]) == side and skip[0] - 5 < s < skip[1] + 5:
-                continue
-            if rng.uniform() < 0.4:
-                xy, hd = road.path.pose(s, d)
+    # Pedestrians on the sidewalks: walkers in two walking lines (one per direction, one speed
+    # per line so that they never walk through each other), standing people further out.
+    edge = URBAN_HALF_M + 0.3
+    for side in (-1.0, 1.0):
+        for direction, lane in ((1.0, 1.0), (-1.0, 1.8)):
+            v = rng.uniform(1.0, 1.5) * direction
+            d = side * (edge + lane)
+            s = s_mid - 60.0 + rng.uniform(0, 10)
+            while s < s_mid + 60.0:
+                s0 = s - v * duration / 2
+                if not in_skip(s, side, 8.0) and rng.uniform() < 0.5 * b.scale:
+                    traj = _path_traj(road.path, s0, v, d)
+                    if b.clear_of_agents(traj, 0.5):
+                        b.add_agent("pedestrian", "path",
+                                    {"path": road.path, "s0": s0, "speed": v, "offset": d})
+                s += rng.uniform(4.0, 14.0)
+        for _ in range(int(round(rng.integers(1, 4) * b.scale))):
+            s = s_mid + rng.uniform(-50, 50)
+            xy, hd = road.path.pose(s, side * (edge + rng.uniform(2.4, URBAN_SIDEWALK_M - 0.3)))
+            if not in_skip(s, side, 5.0) and not _on_other_road(xy[0], roads, road, 0.5):
                 b.add_static("pedestrian", xy[0], hd[0] + rng.uniform(-np.pi, np.pi))
-            else:
-                v = rng.uniform(1.0, 1.6) * rng.choice([-1.0, 1.0])
-                b.add_agent("pedestrian", "path",
-                            {"path": road.path, "s0": s - v * duration / 2, "speed": v,
-                             "offset": d})
-    # Standing pedestrian guaranteed within ~15 m at mid-scene.
-    xy, hd = road.path.pose(s_mid + 8.0, -(URBAN_HALF_M + 1.2))
-    b.add_static("pedestrian", xy[0], hd[0] + np.pi / 2, check=False)
-    # Pedestrians crossing the road when the ego is far from the crossing.
+    # A standing pedestrian near the ego at mid-scene.
+    for ds in (8.0, 14.0, 20.0, 2.0, -6.0):
+        xy, hd = road.path.pose(s_mid + ds, -(edge + 2.6))
+        if not _on_other_road(xy[0], roads, road, 0.5) and b.add_static(
+            "pedestrian", xy[0], hd[0] + np.pi / 2
+        ):
+            break
+    # Pedestrians crossing the road, clear of the ego and of the traffic.
     for _ in range(int(rng.integers(1, 4))):
-        for _try in range(10):
+        for _try in range(12):
             s_c = s_mid + rng.uniform(-30, 50)
             v = rng.uniform(1.1, 1.6)
-            width = 2 * (URBAN_HALF_M + 1.0)
+            width = 2 * (edge + 0.8)
             t0 = rng.uniform(-2.0, duration)
             t1 = t0 + width / v
-            if _crossing_ok(ego, road, s_c, t0, t1):
-                side = rng.choice([-1.0, 1.0])
-                a, _ = road.path.pose(s_c, side * (URBAN_HALF_M + 1.0))
-                bb, _ = road.path.pose(s_c + rng.uniform(-2, 2), -side * (URBAN_HALF_M + 1.0))
-                b.add_agent("pedestrian", "linear", {"a": a[0], "b": bb[0], "t0": t0, "t1": t1})
+            side = rng.choice([-1.0, 1.0])
+            a, _ = road.path.pose(s_c, side * (edge + 0.8))
+            bb, _ = road.path.pose(s_c + rng.uniform(-2, 2), -side * (edge + 0.8))
+            params = {"a": a[0], "b": bb[0], "t0": t0, "t1": t1}
+            probe = Agent("pedestrian", np.zeros(3), (), "linear", "", "", params)
+            if _on_other_road(a[0], roads, road, 0.5) or _on_other_road(bb[0], roads, road, 0.5):
+                continue
+            if b.clear_of_agents(lambda t, probe=probe: agent_pose(probe, t, None)[0], 0.5,
+                                 margin=0.8):
+                b.add_agent("pedestrian", "linear", params)
                 break
+
+
+def _path_traj(path: Path, s0: float, v: float, d: float):
+    """xy(t) of an object moving along ``path`` at signed speed ``v`` with lateral ``d``."""
+    def traj(t: float) -> np.ndarray:
+        return path.pose(s0 + v * t, d)[0][0]
+
+    return traj
 
 
 _ALL_ROADS: dict[int, list[Road]] = {}
@@ -1221,6 +1414,7 @@ def build_world(
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
     _ALL_ROADS[id(b)] = roads
+    b.set_times(ego, np.arange(-0.5, duration_s + 0.75, 0.5))
 
     s_mid_ego = _ego_s_at(ego, duration_s / 2)
     # Arc length on the main road of the ego at mid-scene (ego path starts at s_ego0 on it).
@@ -1232,40 +1426,36 @@ def build_world(
         s_mid = s_ego0 + min(s_mid_ego, xi - 10.0)
 
     if scenario in ("urban_straight", "urban_curve", "intersection"):
-        s_w = s_mid + 6.0
+        # Work zone beside the road ahead of the ego at mid-scene (before the junction).
+        s_w = s_mid + 6.0 if scenario != "intersection" else s_ego0 + xi - 45.0
         skip = (s_w, s_w + 30.0, work_side)
-        _work_zone(b, main, s_w, work_side * (URBAN_LANE_M + 0.3), URBAN_HALF_M)
-        _traffic(b, main, ego, duration_s, [], [URBAN_LANE_M / 2], (7.0, 12.0), s_mid, True)
-        _urban_roadside(b, main, ego, duration_s, s_lo, s_hi, s_mid, skip)
+        _work_zone(b, main, s_w, work_side * (URBAN_LANE_M + 0.3))
         if scenario == "intersection":
             cross = roads[1]
             s_x = float(cross.path.project(main.path.pose(s_ego0 + xi)[0])[0][0])
-            for k in range(int(rng.integers(2, 5))):
-                v = rng.uniform(7, 11) * rng.choice([-1.0, 1.0])
-                # Cross traffic clears the junction before the ego leaves its stop line.
-                t_pass = rng.uniform(0.0, max(1.0, duration_s * 0.3)) - 2.0 * k
-                s0 = s_x - v * t_pass
-                d = -np.sign(v) * URBAN_LANE_M / 2
-                b.add_agent(rng.choice(["car", "car", "truck"]), "path",
-                            {"path": cross.path, "s0": s0, "speed": v, "offset": d})
+            flows = [(cross, s_x, 1.0), (cross, s_x, -1.0), (main, s_ego0 + xi, -1.0)]
+            order = rng.permutation(len(flows))
+            _junction_traffic(b, [flows[i] for i in order], ego, s_stop, duration_s, v_cruise)
+            _traffic(b, main, ego, duration_s, s_ego0, [], [], (7.0, 12.0), (-work_side,))
+        else:
+            _traffic(b, main, ego, duration_s, s_ego0, [], [URBAN_LANE_M / 2], (7.0, 12.0),
+                     (-work_side,))
+        _urban_roadside(b, main, ego, duration_s, s_lo, s_hi, s_mid, skip)
+        if scenario == "intersection":
             _urban_roadside(b, cross, ego, duration_s, s_x - 120, s_x + 120, s_x + 25, None)
         for rd in roads:
             _road_scenery(b, rd, roads, (s_lo - 30, s_hi + 60) if rd is main else (0, 1e9))
     elif scenario == "highway":
         lanes = [-HIGHWAY_LANE_M * (k + 0.5) for k in range(3)]
-        same = [lanes[0], lanes[2]]
         onc = [HIGHWAY_LANE_M * (k + 0.5) for k in range(3)]
-        _traffic(b, main, ego, duration_s, same, onc, (20.0, 30.0), s_mid, False)
-        # A tractor-trailer overtaking/being overtaken in the right lane.
+        _traffic(b, main, ego, duration_s, s_ego0, [lanes[0]], onc, (20.0, 30.0), ())
+        # Right lane: a tractor-trailer drifting past the ego, with traffic around it.
         v = rng.uniform(20.0, 25.0)
-        tr = b.size("trailer")
-        tk = b.size("truck")
-        s0 = s_mid - v * duration_s / 2 + rng.uniform(-10, 10)
-        b.add_agent("trailer", "path", {"path": main.path, "s0": s0, "speed": v,
-                                        "offset": lanes[2]}, wlh=tr)
-        b.add_agent("truck", "path", {"path": main.path, "s0": s0 + tr[1] / 2 + tk[1] / 2 + 0.8,
-                                      "speed": v, "offset": lanes[2]}, wlh=tk)
-        _work_zone(b, main, s_mid + 10.0, -(HIGHWAY_LANE_M * 3 + 0.6), HIGHWAY_HALF_M)
+        s_anchor = s_mid - v * duration_s / 2 + rng.uniform(-10, 10)
+        _platoon(b, main.path, lanes[2], v, s_anchor, s_anchor - 80.0, s_anchor + 80.0,
+                 lambda: str(rng.choice(["car"] * 6 + ["truck", "bus"])), "trailer",
+                 (10.0, 40.0))
+        _work_zone(b, main, s_mid + 10.0, -(HIGHWAY_LANE_M * 3 + 0.4))
         _road_scenery(b, main, roads, (s_lo - 30, s_hi + 120))
     else:  # parking
         _parking_lot(b, main, ego, duration_s, s_ego0, s_end, s_mid)
@@ -1361,16 +1551,18 @@ def _parking_lot(
     # Pedestrians walking along the stall rows and standing by cars.
     for _ in range(int(rng.integers(3, 6))):
         side = rng.choice([-1.0, 1.0])
-        d = side * rng.uniform(3.0, 3.4)
+        d = side * rng.uniform(2.5, 2.8)
         v = rng.uniform(0.8, 1.4) * rng.choice([-1.0, 1.0])
         s0 = s_mid + rng.uniform(-25, 25) - v * duration / 2
         # Keep pedestrians clear of the ego: walk only at the far side of the aisle.
         d = abs(d) if d < 0 else d
-        b.add_agent("pedestrian", "path", {"path": aisle.path, "s0": s0, "speed": v, "offset": d})
-    xy, hd = aisle.path.pose(s_mid + 6.0, 3.2)
+        if b.clear_of_agents(_path_traj(aisle.path, s0, v, d), 0.5):
+            b.add_agent("pedestrian", "path",
+                        {"path": aisle.path, "s0": s0, "speed": v, "offset": d})
+    xy, hd = aisle.path.pose(s_mid + 6.0, 2.7)
     b.add_static("pedestrian", xy[0], hd[0] - np.pi / 2, check=False)
     # Work corner: cones/barriers, construction vehicle, trailer beyond the far row.
-    _work_zone(b, aisle, s_mid + 4.0, row_d + stall_d + 1.0, row_d + stall_d + 1.5)
+    _work_zone(b, aisle, s_mid + 4.0, -(row_d + stall_d + 1.0))
 
 
 def _ground_map(

@@ -12,6 +12,7 @@ from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import points_in_box
 from nuscenes.utils.splits import create_splits_scenes
+from pyquaternion import Quaternion
 
 from sensors.sim.writer import TABLES
 from sensors.types import CAMERA_CHANNELS, DETECTION_CLASSES, LIDAR_CHANNEL, ULTRASONIC_CHANNEL
@@ -215,3 +216,41 @@ def test_ultrasonic_file_format(tiny_nusc, tiny_root):
         assert np.all((fin >= lay.min_range_m) & (fin <= lay.max_range_m))
         n_echo += len(fin)
     assert n_echo > 0
+
+
+def _bev_corners(translation, size, rotation):
+    yaw = Quaternion(rotation).yaw_pitch_roll[0]
+    w, length = size[0], size[1]
+    loc = np.array([[length / 2, w / 2], [-length / 2, w / 2], [-length / 2, -w / 2],
+                    [length / 2, -w / 2]])
+    c, s = np.cos(yaw), np.sin(yaw)
+    return loc @ np.array([[c, -s], [s, c]]).T + np.asarray(translation[:2])
+
+
+def _overlap(a, b):
+    """Separating-axis test of two convex quadrilaterals (touching is not overlapping)."""
+    for poly in (a, b):
+        for i in range(4):
+            e = poly[(i + 1) % 4] - poly[i]
+            n = np.array([-e[1], e[0]])
+            pa, pb = a @ n, b @ n
+            if pa.max() <= pb.min() or pb.max() <= pa.min():
+                return False
+    return True
+
+
+def test_no_two_agents_and_no_agent_and_ego_overlap(tiny_nusc):
+    nusc = tiny_nusc
+    for sample in nusc.sample:
+        quads = [_bev_corners(a["translation"], a["size"], a["rotation"])
+                 for a in (nusc.get("sample_annotation", t) for t in sample["anns"])]
+        pose = nusc.get("ego_pose", nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])[
+            "ego_pose_token"])
+        yaw = Quaternion(pose["rotation"]).yaw_pitch_roll[0]
+        ego_centre = np.asarray(pose["translation"][:2]) + 1.3 * np.array([np.cos(yaw),
+                                                                           np.sin(yaw)])
+        ego = _bev_corners([*ego_centre, 0.0], [1.74, 4.3, 1.56], pose["rotation"])
+        for i, qa in enumerate(quads):
+            assert not _overlap(qa, ego)
+            for qb in quads[i + 1:]:
+                assert not _overlap(qa, qb)
