@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from pathlib import Path
 
@@ -481,10 +481,9 @@ def load_gt_and_bike_racks(
     records = [anns[r] for r in rows]
     categories = [a["category_name"] for a in records]
     racks: dict[int, list] = {}
-    for i, c in enumerate(categories):
-        if c == BIKE_RACK_CATEGORY:
-            racks.setdefault(int(sample_index[i]), []).append(_rack_geometry(records[i]))
-    labels = np.array([_CATEGORY_TO_CLASS_ID.get(c, -1) for c in categories], np.int64)
+    for i in [i for i, c in enumerate(categories) if c == BIKE_RACK_CATEGORY]:
+        racks.setdefault(int(sample_index[i]), []).append(_rack_geometry(records[i]))
+    labels = np.array(list(map(_CATEGORY_TO_CLASS_ID.get, categories, repeat(-1))), np.int64)
     keep = np.nonzero(labels >= 0)[0]
     sel = [records[i] for i in keep]
     n = len(sel)
@@ -505,7 +504,9 @@ def load_gt_and_bike_racks(
     translation, size, rotation, attr_tokens, n_lidar, n_radar, prev, nxt = (
         zip(*columns) if columns else ((),) * 8
     )
-    for a, at in zip(sel, attr_tokens):
+    too_many = [i for i, k in enumerate(map(len, attr_tokens)) if k > 1]
+    for i in too_many[:1]:
+        a, at = sel[i], attr_tokens[i]
         if len(at) > 1:
             raise ValueError(
                 f"annotation {a['token']}: has {len(at)} attributes; a detection "
