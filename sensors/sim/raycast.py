@@ -352,7 +352,13 @@ def simulate_ultrasonic(
     """
     az = np.arange(-half_fov_rad, half_fov_rad + 1e-9, np.radians(3.0))
     el = np.radians(np.array([-10.0, 0.0, 10.0]))
-    keep = np.ones(len(prims.yaw), dtype=bool) if exclude is None else ~exclude
+    keep = np.ones(len(prims.yaw), dtype=bool) if exclude is None else ~exclude.copy()
+    # Only boxes that can be within range of some sensor (cheap cull, big saving per cone).
+    lo = positions_world.min(axis=0) - max_range_m
+    hi = positions_world.max(axis=0) + max_range_m
+    rad = np.linalg.norm(prims.half[:, :2], axis=1)
+    keep &= np.all((prims.center[:, :2] + rad[:, None] >= lo[:2])
+                   & (prims.center[:, :2] - rad[:, None] <= hi[:2]), axis=1)
     cen = np.array(prims.center[keep], np.float64, order="C")
     half = np.array(prims.half[keep], np.float64, order="C")
     yaw = prims.yaw[keep]

@@ -84,7 +84,7 @@ def lighting_for(condition: str, rng: np.random.Generator) -> Lighting:
         return Lighting(sun, 0.6, 0.15, (115, 120, 128), (150, 155, 162), rng.uniform(120, 200),
                         (140, 145, 150), 0.78, False, True)
     if condition == "night":
-        return Lighting(sun, 0.5, 0.05, (5, 8, 20), (20, 25, 40), np.inf, (0, 0, 0), 0.22, True,
+        return Lighting(sun, 0.5, 0.05, (5, 8, 20), (20, 25, 40), np.inf, (0, 0, 0), 0.3, True,
                         False)
     raise ValueError(f"unknown condition {condition!r}")
 
@@ -264,7 +264,6 @@ def _raster_faces(
             ymax = max(ymax, y0)
         if abs(area) < 1e-9:
             continue
-        orient = 1.0 if area > 0 else -1.0
         c0 = max(int(np.floor(xmin)), 0)
         c1 = min(int(np.ceil(xmax)), w - 1)
         r0 = max(int(np.floor(ymin)), 0)
@@ -275,21 +274,29 @@ def _raster_faces(
         ag = owner[f]
         for r in range(r0, r1 + 1):
             py = r + 0.5
-            for c in range(c0, c1 + 1):
+            # Span of the convex polygon on this scanline (pixel centres inside it).
+            xl = 1e18
+            xr = -1e18
+            for i in range(n):
+                x0, y0 = poly[f, i, 0], poly[f, i, 1]
+                x1, y1 = poly[f, (i + 1) % n, 0], poly[f, (i + 1) % n, 1]
+                if (y0 <= py <= y1) or (y1 <= py <= y0):
+                    if y1 != y0:
+                        x = x0 + (py - y0) * (x1 - x0) / (y1 - y0)
+                        xl = min(xl, x)
+                        xr = max(xr, x)
+                    else:
+                        xl = min(xl, min(x0, x1))
+                        xr = max(xr, max(x0, x1))
+            if xl > xr:
+                continue
+            ca = max(int(np.ceil(xl - 0.5)), c0)
+            cb = min(int(np.floor(xr - 0.5)), c1)
+            ry = (py - cy) / fy
+            for c in range(ca, cb + 1):
                 px = c + 0.5
-                inside = True
-                for i in range(n):
-                    x0, y0 = poly[f, i, 0], poly[f, i, 1]
-                    x1, y1 = poly[f, (i + 1) % n, 0], poly[f, (i + 1) % n, 1]
-                    e = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
-                    if e * orient < 0.0:
-                        inside = False
-                        break
-                if not inside:
-                    continue
                 # Depth from the face plane along the pixel ray (camera z).
                 rx = (px - cx) / fx
-                ry = (py - cy) / fy
                 den = nx * rx + ny * ry + nz
                 if abs(den) < 1e-12:
                     continue
@@ -349,6 +356,7 @@ def render_camera(
     ground: GroundMap,
     light: Lighting,
     rng: np.random.Generator,
+    lamps_xy: np.ndarray | None = None,
 ) -> RenderOutput:
     """Render one camera frame.
 
@@ -360,12 +368,14 @@ def render_camera(
         ground: ground raster.
         light: lighting of the scene's condition.
         rng: grain / rain noise generator (seeded per frame).
+        lamps_xy: (L, 2) street lamp positions, global frame (lit at night).
 
     Returns:
         The rendered frame.
 
     """
     h, w = cam.height, cam.width
+    lamps_xy = np.zeros((0, 2)) if lamps_xy is None else np.asarray(lamps_xy).reshape(-1, 2)
     world_SE3_cam = world_SE3_ego @ cam.ego_SE3_cam  # noqa: N806
     cam_pos = world_SE3_cam.translation
     # --- ground and sky -----------------------------------------------------------------------
@@ -399,7 +409,12 @@ def render_camera(
         stamp = np.full((h, w), -1, dtype=np.int64)
         _raster_faces(polys, nverts, planes, cols, owners, np.array(cam.intrinsics), img, zbuf,
                       idbuf, coverage, stamp)
-    img = _post_process(img, zbuf, cam, light, rng)
+    lamps_ego = np.zeros((0, 2))
+    if light.headlights and len(lamps_xy):
+        rel = world_SE3_ego.inverse().transform_points(
+            np.c_[lamps_xy, np.zeros(len(lamps_xy))])[:, :2]
+        lamps_ego = rel[np.linalg.norm(rel, axis=1) < 80.0]
+    img = _post_process(img, zbuf, cam, light, rng, lamps_ego)
     return RenderOutput(img, idbuf, zbuf, coverage[:num_agents])
 
 
@@ -483,6 +498,7 @@ def _finish(
     cam_axis: np.ndarray,
     exposure: float,
     headlights: bool,
+    lamps: np.ndarray,
     fog_visibility_m: float,
     fog_rgb: np.ndarray,
     streaks: np.ndarray,
@@ -498,7 +514,9 @@ def _finish(
         cam_t: (3,) camera position, ego frame.
         cam_axis: (3,) camera optical axis, ego frame.
         exposure: global gain.
-        headlights: brighten what the ego's low beams light (ahead, within ~28 degrees).
+        headlights: night lighting: brighten what the ego's low beams light (ahead, within
+            ~28 degrees) and the pools of light under street lamps.
+        lamps: (L, 2) float64 street lamp positions in the ego frame (night only).
         fog_visibility_m: contrast falls to 1/e at this distance (inf = no fog).
         fog_rgb: (3,) fog colour.
         streaks: (H, W) float32 rain streak mask (zeros when dry).
@@ -521,10 +539,20 @@ def _finish(
                 rz = (ray_ego[r, c, 0] * cam_axis[0] + ray_ego[r, c, 1] * cam_axis[1]
                       + ray_ego[r, c, 2] * cam_axis[2])
                 d = z / max(rz, 1e-3)
-                px = cam_t[0] + ray_ego[r, c, 0] * d - 3.4
-                py = cam_t[1] + ray_ego[r, c, 1] * d
-                if px > 0.0 and abs(np.arctan2(py, px)) < 0.49:
-                    gain *= 1.0 + 3.2 * np.exp(-np.sqrt(px * px + py * py) / 22.0)
+                gx = cam_t[0] + ray_ego[r, c, 0] * d
+                gy = cam_t[1] + ray_ego[r, c, 1] * d
+                px = gx - 3.4
+                boost = 0.0
+                if px > 0.0 and abs(np.arctan2(gy, px)) < 0.49:
+                    boost += 3.2 * np.exp(-np.sqrt(px * px + gy * gy) / 22.0)
+                # Street lamps: pools of light around each lamp (ego-frame xy).
+                for li in range(lamps.shape[0]):
+                    dx = gx - lamps[li, 0]
+                    dy = gy - lamps[li, 1]
+                    q = dx * dx + dy * dy
+                    if q < 400.0:
+                        boost += 2.2 * np.exp(-q / 50.0)
+                gain *= 1.0 + boost
             ff = 1.0
             if fog:
                 ff = np.exp(-(z if np.isfinite(z) else 1e4) / fog_visibility_m)
@@ -548,7 +576,7 @@ def _finish(
 
 def _post_process(
     img: np.ndarray, zbuf: np.ndarray, cam: CameraModel, light: Lighting,
-    rng: np.random.Generator,
+    rng: np.random.Generator, lamps_ego: np.ndarray,
 ) -> np.ndarray:
     """Headlights, exposure, fog, rain and sensor grain; returns uint8 RGB."""
     h, w = zbuf.shape
@@ -563,6 +591,7 @@ def _post_process(
     return _finish(
         img, zbuf, cam.ray_ego, np.array(cam.ego_SE3_cam.translation),
         np.array(cam.ego_SE3_cam.rotation[:, 2]), float(light.exposure), bool(light.headlights),
+        np.ascontiguousarray(lamps_ego, dtype=np.float64).reshape(-1, 2),
         float(light.fog_visibility_m), np.asarray(light.fog_rgb, np.float64), streaks,
         int(rng.integers(0, 2**62)), 2.0,
     )

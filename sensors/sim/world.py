@@ -633,6 +633,7 @@ class World:
     ground: GroundMap
     duration_s: float
     map_name: str
+    lamps_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     def ego_pose(self, t: float) -> tuple[np.ndarray, float]:
         """Ego (x, y) and yaw at time ``t`` seconds."""
@@ -793,6 +794,7 @@ class _Builder:
         self.s_yaw: list[float] = []
         self.s_rgb: list[tuple[float, float, float]] = []
         self.s_refl: list[float] = []
+        self.lamps: list[np.ndarray] = []  # street lamp heads (xy), lit at night
 
     # -- helpers ------------------------------------------------------------------------------
     def size(self, cls: str) -> np.ndarray:
@@ -955,6 +957,8 @@ def _road_scenery(b: _Builder, road: Road, roads: list[Road], s_range: tuple[flo
             b.part(xy[0], 0.0, 0.22, 0.22, 6.5, hd[0], (110, 110, 115), "metal")
             arm, _ = road.path.pose(s, side * (edge - 1.0))
             b.part(arm[0], 6.3, 0.2, 3.0, 0.2, hd[0], (110, 110, 115), "metal")
+            lamp, _ = road.path.pose(s, side * (edge - 2.3))
+            b.lamps.append(lamp[0])
             b.occupied.append((xy[0], 0.3))
         for s in np.arange(s0 + rng.uniform(0, 10), s1, rng.uniform(9, 16)):
             xy, _ = road.path.pose(s, side * (edge + road.sidewalk_m - 0.9))
@@ -1485,6 +1489,7 @@ def build_world(
         ground=ground,
         duration_s=duration_s,
         map_name=MAP_NAMES[int(rng.integers(len(MAP_NAMES)))],
+        lamps_xy=np.asarray(b.lamps, dtype=np.float64).reshape(-1, 2),
     )
 
 
@@ -1548,6 +1553,7 @@ def _parking_lot(
     for s in np.arange(s_ego0 - 20, s_ego_end + 30, 25.0):
         xy, hd = aisle.path.pose(s, row_d + stall_d / 2 + 0.2)
         b.part(xy[0], 0.0, 0.25, 0.25, 7.0, hd[0], (110, 110, 115), "metal")
+        b.lamps.append(xy[0])
     # Pedestrians walking along the stall rows and standing by cars.
     for _ in range(int(rng.integers(3, 6))):
         side = rng.choice([-1.0, 1.0])

@@ -429,6 +429,7 @@ class _SceneWriter:
         out = render_camera(
             cam, world_SE3_ego, prims, len(self.world.agents), self.world.ground, self.light,
             np.random.default_rng([self.cfg.seed, self.index, 3, frame_id, cam_i]),
+            self.world.lamps_xy,
         )
         return ego_tok, out
 
