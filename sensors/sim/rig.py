@@ -50,7 +50,7 @@ class CameraSpec:
 
 
 # nuScenes-like camera rig (positions and focal lengths close to the real calibration;
-# CAM_BACK has the wider lens, ~110 deg).
+# CAM_BACK has the wider lens: f = 809 px at 1600 px, ~89 deg horizontal field of view).
 CAMERA_SPECS: tuple[CameraSpec, ...] = (
     CameraSpec("CAM_FRONT", (1.70, 0.016, 1.51), 0.0, 0.3, 1266.4, -35_000),
     CameraSpec("CAM_FRONT_RIGHT", (1.55, -0.49, 1.50), -55.0, 0.3, 1260.0, -27_500),

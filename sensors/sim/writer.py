@@ -119,17 +119,20 @@ def token(*parts: object) -> str:
 def scene_names(cfg: SimConfig) -> list[tuple[str, str]]:
     """(scene name, split) of each scene, taken from the devkit's split lists.
 
-    For v1.0-mini the validation scenes are interleaved so that any set of >= 2 scenes has
-    one: order train0, val0, train1..4, val1, train5..7. For v1.0-trainval, one scene in five
-    is a val scene. Scenes without CAN bus data in the real dataset are skipped so the devkit's
+    Val scenes are spread so that any set of >= 2 scenes has one and so that they fall on
+    different scenario kinds / conditions (scenario = index % 5, condition = index % 6):
+    for v1.0-mini the order is train0, val0, train1..3, val1, train4..7 (val at indices 1 and
+    5: curved urban road in clear weather, straight urban road at night); for v1.0-trainval
+    scene i is a val scene when ``i % 5 == (1 + i // 5) % 5`` (one in five, rotating over the
+    kinds). Scenes without CAN bus data in the real dataset are skipped so the devkit's
     ``NuScenesCanBus`` blacklist never rejects ours.
     """
     splits = create_splits_scenes()
     if cfg.version == "v1.0-mini":
         tr, va = splits["mini_train"], splits["mini_val"]
         order = [(tr[0], "mini_train"), (va[0], "mini_val")]
-        order += [(n, "mini_train") for n in tr[1:5]] + [(va[1], "mini_val")]
-        order += [(n, "mini_train") for n in tr[5:]]
+        order += [(n, "mini_train") for n in tr[1:4]] + [(va[1], "mini_val")]
+        order += [(n, "mini_train") for n in tr[4:]]
         return order[: cfg.num_scenes]
     can_blacklist = set(range(161, 177)) | set(range(309, 315))
     tr = [n for n in splits["train"] if int(n[-4:]) not in can_blacklist]
@@ -137,7 +140,8 @@ def scene_names(cfg: SimConfig) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     it_tr, it_va = iter(tr), iter(va)
     for i in range(cfg.num_scenes):
-        out.append((next(it_va), "val") if i % 5 == 1 else (next(it_tr), "train"))
+        is_val = i % 5 == (1 + i // 5) % 5
+        out.append((next(it_va), "val") if is_val else (next(it_tr), "train"))
     return out
 
 
