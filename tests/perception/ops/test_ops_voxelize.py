@@ -61,7 +61,7 @@ configs = st.sampled_from([
     dict(voxel_size_m=(0.1, 0.1, 0.2), point_range_m=(-3.2, -3.2, -1.0, 3.2, 3.2, 1.0)),
     dict(voxel_size_m=(0.3, 0.7, 0.25), point_range_m=(-1.1, 0.3, -0.9, 2.0, 5.2, 1.3)),
     dict(voxel_size_m=(0.2, 0.2, 8.0), point_range_m=(-5.0, -5.0, -5.0, 5.0, 5.0, 3.0)),
-    # > 2**21 cells: the hash-table path (the others use the dense table).
+    # Tiny voxels over a big range: 128M cells, many hash-table probes and collisions.
     dict(voxel_size_m=(0.05, 0.05, 0.05), point_range_m=(-10, -10, -4, 10, 10, 4)),
 ])
 
