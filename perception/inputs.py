@@ -378,6 +378,8 @@ class Batch:
         command: (B,) int64.
         ego_status: (B, 2) float32.
         heatmap .. plan_mask: targets as in ``SampleArrays`` stacked over B, or None.
+        camera_bev / lidar_bev: precomputed BEV maps of frozen branches (training from a
+            feature cache), or None to run the branch.
 
     """
 
@@ -400,6 +402,8 @@ class Batch:
     vel_mask: torch.Tensor | None = None
     plan_target: torch.Tensor | None = None
     plan_mask: torch.Tensor | None = None
+    camera_bev: torch.Tensor | None = None
+    lidar_bev: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -607,15 +611,19 @@ def ultrasonic_bev(a: SampleArrays, cfg: ModelConfig) -> np.ndarray:
 
 
 def collate(
-    samples: list[SampleArrays], cfg: ModelConfig, watch: Stopwatch | None = None
+    samples: list[SampleArrays],
+    cfg: ModelConfig,
+    watch: Stopwatch | None = None,
+    skip: tuple[str, ...] = (),
 ) -> Batch:
     """Stack per-sample arrays into a ``Batch``: voxelize, lift geometry, raster, normalise.
 
     Targets are included only when every sample has them. Modalities the model does not use
-    are skipped (no voxelization for ``camera_only``), but still count in ``presence``.
+    are skipped (no voxelization for ``camera_only``), but still count in ``presence``; so are
+    those named in ``skip`` (their BEV maps come from a feature cache).
     """
     b = len(samples)
-    uses_cam, uses_lidar, uses_us = (cfg.uses(m) for m in MODALITY_ORDER)
+    uses_cam, uses_lidar, uses_us = (cfg.uses(m) and m not in skip for m in MODALITY_ORDER)
     with maybe_stage(watch, "voxelize"):
         feats, coords, nums = [], [], []
         if uses_lidar:

@@ -58,7 +58,9 @@ class FusionModel(nn.Module):
         b = batch.batch_size
         bevs: dict[str, torch.Tensor] = {}
         painted = None
-        if self.camera is not None:
+        if batch.camera_bev is not None:  # frozen camera branch, from a feature cache
+            bevs["camera"] = batch.camera_bev
+        elif self.camera is not None:
             with maybe_stage(watch, "camera_backbone"):
                 img = self.camera.encode(batch.images)  # (B*K, C, h, w)
             if self.serial:
@@ -72,7 +74,9 @@ class FusionModel(nn.Module):
                     )
                 with maybe_stage(watch, "camera_bev_encoder"):
                     bevs["camera"] = self.camera.bev_encoder(cam_bev)
-        if self.lidar is not None:
+        if batch.lidar_bev is not None:  # frozen LiDAR branch, from a feature cache
+            bevs["lidar"] = batch.lidar_bev
+        elif self.lidar is not None:
             with maybe_stage(watch, "lidar_backbone"):
                 bevs["lidar"] = self.lidar(
                     batch.pillars, batch.pillar_coords, batch.pillar_num_points, b, painted
@@ -87,6 +91,20 @@ class FusionModel(nn.Module):
             fused = self.fuser(bevs, batch.presence)
         with maybe_stage(watch, "heads"):
             return self.heads(fused, batch.command, batch.ego_status)
+
+    @torch.no_grad()
+    def branch_bevs(self, batch: Batch, which: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """BEV maps of the named branches (camera, lidar), to cache them when frozen."""
+        out = {}
+        if "camera" in which and self.camera is not None and not self.serial:
+            img = self.camera.encode(batch.images)
+            bev = self.camera.view_transform(img, batch.cell_index, batch.camera_mask)
+            out["camera"] = self.camera.bev_encoder(bev)
+        if "lidar" in which and self.lidar is not None and not self.serial:
+            out["lidar"] = self.lidar(
+                batch.pillars, batch.pillar_coords, batch.pillar_num_points, batch.batch_size
+            )
+        return out
 
     def has_input(self, presence: torch.Tensor) -> torch.Tensor:
         """(B,) bool: some modality that reaches the fuser is present (else: no detections)."""

@@ -154,23 +154,81 @@ def cache_split(
     return files
 
 
+def _weights_digest(module: nn.Module) -> str:
+    h = hashlib.sha1()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+@torch.no_grad()
+def cache_branch_features(
+    model: FusionModel,
+    cfg: ModelConfig,
+    files: list[Path],
+    which: tuple[str, ...],
+    cache_dir: str,
+    device: torch.device,
+    progress: bool = True,
+) -> list[Path]:
+    """Run the frozen branches ``which`` once per sample and cache their BEV maps (float16).
+
+    Training the fuser and heads on top of frozen, pretrained branches then costs no backbone
+    compute. Keyed by the branch weights, so new weights never read stale features.
+    """
+    digest = hashlib.sha1(
+        "".join(_weights_digest(getattr(model, m)) for m in which).encode()
+    ).hexdigest()[:12]
+    folder = Path(cache_dir) / f"bev_{'_'.join(which)}_{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    skip = tuple(m for m in ("camera", "lidar", "ultrasonic") if m not in which)
+    out = []
+    for f in tqdm(files, desc=f"cache {'+'.join(which)} BEV", disable=not progress,
+                  file=sys.stderr):
+        target = folder / f.name
+        if not target.is_file():
+            a = SampleArrays.load(f)
+            bevs = model.branch_bevs(collate([a], cfg, skip=skip).to(device), which)
+            tmp = folder / (f.stem + ".tmp.npz")
+            np.savez(tmp, **{m: bevs[m][0].cpu().numpy().astype(np.float16) for m in which})
+            tmp.replace(target)
+        out.append(target)
+    model.train(was_training)
+    return out
+
+
 class CachedSamples(Dataset):
-    """Cached ``SampleArrays`` with per-modality (and per-camera) dropout when training."""
+    """Cached ``SampleArrays`` with per-modality (and per-camera) dropout when training.
+
+    With ``feature_files``, items also carry the cached BEV maps of frozen branches.
+    """
 
     def __init__(
         self,
         files: list[Path],
         modality_dropout: tuple[float, float, float] = (0.0, 0.0, 0.0),
         camera_dropout: float = 0.0,
+        feature_files: list[Path] | None = None,
     ) -> None:
         self.files = list(files)
         self.modality_dropout = modality_dropout
         self.camera_dropout = camera_dropout
+        self.feature_files = feature_files
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> SampleArrays:
+    def __getitem__(self, i: int) -> SampleArrays | tuple[SampleArrays, dict[str, np.ndarray]]:
+        a = self._arrays(i)
+        if self.feature_files is None:
+            return a
+        with np.load(self.feature_files[i]) as z:
+            return a, {k: z[k] for k in z.files}
+
+    def _arrays(self, i: int) -> SampleArrays:
         a = SampleArrays.load(self.files[i])
         if any(self.modality_dropout) or self.camera_dropout:
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
@@ -181,6 +239,19 @@ class CachedSamples(Dataset):
             if self.camera_dropout:
                 a = a.without_cameras(rng.random(NUM_CAMERAS) < self.camera_dropout)
         return a
+
+
+def collate_cached(
+    items: list[tuple[SampleArrays, dict[str, np.ndarray]]], cfg: ModelConfig,
+    cached: tuple[str, ...],
+) -> Batch:
+    """``collate`` for items with cached BEV maps of the ``cached`` branches."""
+    batch = collate([a for a, _ in items], cfg, skip=cached)
+    feats = {
+        m: torch.from_numpy(np.stack([f[m] for _, f in items]).astype(np.float32))
+        for m in cached
+    }
+    return replace(batch, camera_bev=feats.get("camera"), lidar_bev=feats.get("lidar"))
 
 
 class TrainStep(nn.Module):
@@ -212,7 +283,12 @@ class TrainStep(nn.Module):
 
 
 def init_from_checkpoints(model: nn.Module, paths: tuple[str, ...]) -> int:
-    """Copy every tensor whose name and shape match from the given checkpoints; returns count."""
+    """Copy every tensor whose name and shape match from the given checkpoints.
+
+    Later checkpoints override earlier ones (``camera_only lidar_only`` gives the camera
+    branch of the first, and the LiDAR branch and heads of the second). Returns the number of
+    tensors initialised.
+    """
     from perception.checkpoint import WEIGHTS_NAME, resolve_checkpoint_dir
 
     own = model.state_dict()
@@ -222,9 +298,6 @@ def init_from_checkpoints(model: nn.Module, paths: tuple[str, ...]) -> int:
             resolve_checkpoint_dir(p) / WEIGHTS_NAME, map_location="cpu", weights_only=True
         )
         for k, v in state.items():
-            # Backbones only: heads and fusers of another variant mean something else.
-            if not k.startswith(("camera.", "lidar.", "ultrasonic.")):
-                continue
             if k in own and tuple(own[k].shape) == tuple(v.shape):
                 loaded[k] = v
     own.update(loaded)
@@ -298,7 +371,31 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     dropout = tc.modality_dropout
     # Variants without a branch for a modality gain nothing from dropping it.
     dropout = tuple(p if cfg.uses(m) else 0.0 for m, p in zip(MODALITY_ORDER, dropout))
-    data = CachedSamples(files, dropout, tc.camera_dropout if cfg.uses("camera") else 0.0)
+    model = build_model(cfg)
+    n_init = init_from_checkpoints(model, opts.init_from) if opts.init_from else 0
+    model = model.to(device)
+    # Frozen camera/LiDAR branches: compute their BEV maps once, train on the cache.
+    cached = tuple(
+        m for m in ("camera", "lidar")
+        if m in opts.freeze and cfg.uses(m) and cfg.fusion.kind != "serial"
+    )
+    feature_files = None
+    if cached:
+        if distributed and rank != 0:
+            dist.barrier()
+        feature_files = cache_branch_features(
+            model, cfg, files, cached, opts.cache_dir, device, progress=rank == 0
+        )
+        if distributed and rank == 0:
+            dist.barrier()
+    data = CachedSamples(
+        files, dropout, tc.camera_dropout if cfg.uses("camera") else 0.0, feature_files
+    )
+    collate_fn = (
+        functools.partial(collate_cached, cfg=cfg, cached=cached)
+        if cached
+        else functools.partial(collate, cfg=cfg)
+    )
     sampler = DistributedSampler(data, seed=opts.seed) if distributed else None
     loader = DataLoader(
         data,
@@ -306,7 +403,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=opts.num_workers,
-        collate_fn=functools.partial(collate, cfg=cfg),
+        collate_fn=collate_fn,
         drop_last=len(data) >= tc.batch_size,
         persistent_workers=opts.num_workers > 0,
         generator=torch.Generator().manual_seed(opts.seed),
@@ -314,8 +411,6 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     steps_per_epoch = max(1, len(loader))
     total_steps = opts.steps or (opts.epochs or 1) * steps_per_epoch
 
-    model = build_model(cfg)
-    n_init = init_from_checkpoints(model, opts.init_from) if opts.init_from else 0
     step_module = TrainStep(model, opts.freeze).to(device)
     params = [p for p in step_module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -359,6 +454,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         "init_from": list(opts.init_from),
         "initialised_tensors": n_init,
         "freeze": list(opts.freeze),
+        "bev_feature_cache": list(cached),
         "device": str(device),
         "world_size": dist.get_world_size() if distributed else 1,
         "command": " ".join(sys.argv),

@@ -116,6 +116,19 @@ def test_train_saves_resumes_and_loads_into_pipeline(tmp_path, sample):
         train(TrainOptions(**{**opts.__dict__, "resume": True}), files=files)
         w_after = torch.load(out / "model.pt", weights_only=True)
         assert all(torch.equal(w_before[k], w_after[k]) for k in w_before)
+        # Fused training on frozen, pretrained branches goes through the BEV feature cache and
+        # leaves those branches' weights untouched.
+        fused = train(TrainOptions(variant="gated", out_dir=str(tmp_path / "gated"), steps=2,
+                                   batch_size=2, init_from=(str(out),),
+                                   freeze=("camera", "lidar"), cache_dir=str(tmp_path / "c")),
+                      files=files)
+        prov = json.loads((fused / "provenance.json").read_text())
+        assert prov["bev_feature_cache"] == ["camera", "lidar"]
+        assert prov["initialised_tensors"] > 0
+        w_fused = torch.load(fused / "model.pt", weights_only=True)
+        for k, v in w_after.items():
+            if k.startswith(("camera.", "lidar.")):
+                assert torch.equal(v, w_fused[k]), k
     finally:
         tr.preset = orig
     pipe = Pipeline.from_checkpoint(out, device="cpu")

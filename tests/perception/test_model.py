@@ -49,17 +49,20 @@ def _absent_sets():
 def test_every_variant_survives_every_missing_modality(variant, samples):
     cfg = micro_config(variant)
     model = build_model(cfg).eval()
-    arrays = [prepare_sample(s, cfg) for s in samples]
-    for absent in _absent_sets():
-        batch = collate([arrays[0].without(absent), arrays[1]], cfg)
-        with torch.no_grad():
-            out = model(batch)
-        for t in (out.heatmap, out.reg, out.waypoints):
-            assert torch.isfinite(t).all(), (variant, absent)
-        has = model.has_input(batch.presence)
-        fused = set(model.fused_modalities)
-        assert bool(has[0]) == bool(fused - set(absent)), (variant, absent)
-        assert bool(has[1])
+    a = prepare_sample(samples[0], cfg)
+    absent_sets = _absent_sets()
+    # One batch: a sample per absence pattern plus a complete one (eval-mode BN makes the
+    # samples independent of each other).
+    batch = collate([a.without(absent) for absent in absent_sets] + [a], cfg)
+    with torch.no_grad():
+        out = model(batch)
+    for t in (out.heatmap, out.reg, out.waypoints):
+        assert torch.isfinite(t).all()
+    has = model.has_input(batch.presence)
+    fused = set(model.fused_modalities)
+    for i, absent in enumerate(absent_sets):
+        assert bool(has[i]) == bool(fused - set(absent)), absent
+    assert bool(has[-1])
 
 
 @pytest.mark.parametrize("variant", ["mean", "weighted", "concat_conv", "gated", "late", "serial"])
@@ -68,32 +71,32 @@ def test_missing_modality_cannot_poison_the_output(variant, samples):
     cfg = micro_config(variant)
     model = build_model(cfg).eval()
     a = prepare_sample(samples[0], cfg)
+    clean_list, garbage_list = [], []
     for m in ("camera", "lidar", "ultrasonic"):
         if variant == "serial" and m == "lidar":
             continue  # painting lives in the LiDAR branch; dropping it drops the fused map
         clean = a.without((m,))
-        presence = clean.presence
-        # Same "absent" flag but garbage data left in the arrays.
-        garbage = replace(
-            a,
-            presence=presence,
-            images=np.full_like(a.images, 255),
-            points=a.points * 3.0,
-            ultrasonic_m=np.full(12, 0.3, np.float32),
-        )
-        if m == "camera":
-            garbage = replace(garbage, camera_mask=clean.camera_mask)
-        else:
-            garbage = replace(garbage, images=a.images)
-        if m != "lidar":
-            garbage = replace(garbage, points=a.points)
-        if m != "ultrasonic":
-            garbage = replace(garbage, ultrasonic_m=a.ultrasonic_m)
-        with torch.no_grad():
-            ref = model(collate([clean], cfg))
-            got = model(collate([garbage], cfg))
-        torch.testing.assert_close(got.heatmap, ref.heatmap, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(got.waypoints, ref.waypoints, rtol=1e-4, atol=1e-4)
+        # Same "absent" flag, but garbage left in that modality's arrays.
+        garbage = replace(a, presence=clean.presence)
+        match m:
+            case "camera":
+                garbage = replace(garbage, camera_mask=clean.camera_mask,
+                                  images=np.full_like(a.images, 255))
+            case "lidar":
+                garbage = replace(garbage, points=a.points * 3.0)
+            case "ultrasonic":
+                garbage = replace(garbage, ultrasonic_m=np.full(12, 0.3, np.float32))
+        clean_list.append(clean)
+        garbage_list.append(garbage)
+    with torch.no_grad():
+        ref = model(collate(clean_list, cfg))
+        got = model(collate(garbage_list, cfg))
+        full = model(collate([a] * len(clean_list), cfg))
+    torch.testing.assert_close(got.heatmap, ref.heatmap, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.waypoints, ref.waypoints, rtol=1e-4, atol=1e-4)
+    # ... and the absence does change the output (the test would catch a fuser that ignores
+    # the presence mask by always reading every input).
+    assert (full.heatmap - ref.heatmap).abs().amax(dim=(1, 2, 3)).min() > 1e-6
 
 
 @pytest.mark.parametrize("variant", FUSION_VARIANTS)
@@ -103,7 +106,7 @@ def test_every_variant_loss_falls_on_a_tiny_batch(variant, samples):
     batch = collate([prepare_sample(s, cfg) for s in samples], cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(8):
+    for _ in range(6):
         loss, _ = model.loss(model(batch), batch)
         opt.zero_grad()
         loss.backward()
@@ -124,3 +127,18 @@ def test_modality_presence_grid_covers_all_combinations():
         itertools.combinations(MODALITY_ORDER, r) for r in (1, 2, 3)
     )
     assert combos == {frozenset(c) for c in every}
+
+
+def test_cached_branch_maps_reproduce_the_full_forward(samples):
+    cfg = micro_config("gated")
+    model = build_model(cfg).eval()
+    arrays = [prepare_sample(s, cfg) for s in samples]
+    full = collate(arrays, cfg)
+    cached = collate(arrays, cfg, skip=("camera", "lidar"))
+    assert cached.pillars.shape[0] == 0  # nothing voxelized for cached branches
+    bevs = model.branch_bevs(full, ("camera", "lidar"))
+    cached = replace(cached, camera_bev=bevs["camera"], lidar_bev=bevs["lidar"])
+    with torch.no_grad():
+        a, b = model(full), model(cached)
+    torch.testing.assert_close(a.heatmap, b.heatmap)
+    torch.testing.assert_close(a.waypoints, b.waypoints)
