@@ -415,10 +415,10 @@ def bench_bev(args, bw, rows, first_calls):
             err = np.abs(ref - ours).max()
             assert err < 1e-3 * max(1.0, np.abs(ref).max()), f"{name} disagrees: {err}"
     impls = [
-        Impl("drivefuse bev_pool(plan) (fused gather)",
-             lambda: bev_pool(depth, feats, ci, k, plan=plan), ours=True),
-        Impl("drivefuse bev_pool (no plan, serial scatter)",
-             lambda: bev_pool(depth, feats, ci, k)),
+        Impl("drivefuse bev_pool (default: serial fused scatter)",
+             lambda: bev_pool(depth, feats, ci, k), ours=True),
+        Impl(f"drivefuse bev_pool(plan=) (gather, {args.threads} thr)",
+             lambda: bev_pool(depth, feats, ci, k, plan=plan)),
         Impl("torch index_add_ (product precomputed)",
              lambda: torch.zeros(k, c).index_add_(0, cell, prod_pre)),
         Impl("torch product + index_add_",
