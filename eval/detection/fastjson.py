@@ -19,8 +19,6 @@ from numba import njit
 NUM_COLS = 13  # translation 3, size 3, rotation 4, velocity 2, score 1
 _F_TRANSLATION, _F_SIZE, _F_ROTATION, _F_VELOCITY, _F_SCORE = 0, 3, 6, 10, 12
 
-# Error codes (returned negative values are positions where the fast path gave up).
-OK = 0
 # Box fields the parser reads, in field-id order (anything else is skipped).
 KEY_NAMES = (
     "translation",
@@ -47,7 +45,8 @@ def _scan_json_structure(buf, base, state, events):  # pragma: no cover - compil
     """Record top-level strings, depth-2 container bounds and depth-2 commas of a JSON chunk.
 
     ``state`` = [depth, in_string, escaped, resume_index] carries over between chunks; the
-    scan stops early when ``events`` is nearly full (resume from ``state[3]``). Returns the
+    scan stops early when ``events`` is nearly full and right after a depth-2 container opens
+    (resume from ``state[3]``). Returns the
     number of events written; each event is (kind, absolute byte offset).
     """
     depth = state[0]
@@ -82,6 +81,9 @@ def _scan_json_structure(buf, base, state, events):  # pragma: no cover - compil
                 events[n, 0] = _OPEN
                 events[n, 1] = base + i
                 n += 1
+                # Hand control back: the caller may parse this value itself.
+                i += 1
+                break
         elif c == 125 or c == 93:  # } ]
             if depth == 2:
                 events[n, 0] = _CLOSE
@@ -110,7 +112,9 @@ def _ws(buf, i):  # pragma: no cover - compiled
 
 @njit(cache=True, inline="always")
 def _string_end(buf, i):  # pragma: no cover - compiled
-    """Index of the closing quote of the string opening at ``i``; -1 if escaped/unterminated."""
+    """Index of the closing quote of the string opening at ``i``; -1 if it has an escape,
+    -2 if the input ends first.
+    """
     n = buf.shape[0]
     j = i + 1
     while j < n:
@@ -120,7 +124,7 @@ def _string_end(buf, i):  # pragma: no cover - compiled
         if c == 92:
             return -1
         j += 1
-    return -1
+    return -2
 
 
 @njit(cache=True, inline="always")
@@ -293,16 +297,26 @@ def _match_name(buf, s, e, names, offsets):  # pragma: no cover - compiled
     return -1
 
 
+# parse_entries status codes.
+PARSED = 0  # every complete entry parsed; stopped at the end of input or an incomplete entry
+END = 1  # reached the '}' closing the results object (at the returned position)
+FAILED = 2  # input the fast path does not take (the general parser must decide)
+
+
 @njit(cache=True)
 def parse_entries(
     buf, class_names, class_offsets, attr_names, attr_offsets, key_names, key_offsets, max_boxes
 ):  # pragma: no cover - compiled
-    """Parse ``"token": [box, ...], ...`` (the inside of the results object).
+    """Parse ``"token": [box, ...], ...`` (the inside of the results object) into columns.
 
-    Returns (status, entry_spans (E, 2), entry_counts (E,), nums (B, 13), num_pts (B,),
-    labels (B,), attrs (B,), fix_box (F,), fix_col (F,), fix_span (F, 2)). status is 0 on
-    success, else 1 + the byte position where the fast path gave up. ``fix_*`` list numbers
-    whose rounding could not be decided here, for Python's float().
+    Works on a prefix of the input too: it stops before an entry cut off by the end of
+    ``buf`` and reports where, so that a file can be fed chunk by chunk.
+
+    Returns (status, stop, entry_spans (E, 2), entry_counts (E,), nums (B, 13), num_pts (B,),
+    labels (B,), attrs (B,), fix_box (F,), fix_col (F,), fix_span (F, 2)): status is PARSED,
+    END or FAILED; ``stop`` is the offset after the last complete entry (its comma included),
+    or of the closing brace for END. ``fix_*`` list numbers whose rounding could not be
+    decided here, for Python's float().
     """
     n = buf.shape[0]
     max_entries = n // 6 + 2
@@ -319,68 +333,50 @@ def parse_entries(
     nfix = 0
     ne = 0
     nb = 0
+    good = 0  # offset after the last complete entry
+    ne_good = 0
+    nb_good = 0
+    nfix_good = 0
+    status = PARSED
+    after_comma = False
     i = _ws(buf, 0)
-    while i < n:
-        # "token"
-        if buf[i] != 34:
-            return (
-                i + 1,
-                spans[:ne],
-                counts[:ne],
-                nums[:nb],
-                num_pts[:nb],
-                labels[:nb],
-                attrs[:nb],
-                fix_box[:nfix],
-                fix_col[:nfix],
-                fix_span[:nfix],
-            )
+    while True:
+        good = i
+        ne_good = ne
+        nb_good = nb
+        nfix_good = nfix
+        if i >= n:
+            break
+        if buf[i] == 125:  # the results object closes
+            status = FAILED if after_comma else END
+            good = i
+            break
+        # "token": [
+        if buf[i] != 34 or ne >= max_entries:
+            status = FAILED
+            break
         e = _string_end(buf, i)
-        if e < 0 or ne >= max_entries:
-            return (
-                i + 1,
-                spans[:ne],
-                counts[:ne],
-                nums[:nb],
-                num_pts[:nb],
-                labels[:nb],
-                attrs[:nb],
-                fix_box[:nfix],
-                fix_col[:nfix],
-                fix_span[:nfix],
-            )
+        if e == -2:
+            break  # cut off: wait for more input
+        if e < 0:
+            status = FAILED
+            break
         tok_s = i + 1
         tok_e = e
         spans[ne, 0] = tok_s
         spans[ne, 1] = tok_e
         i = _ws(buf, e + 1)
-        if i >= n or buf[i] != 58:
-            return (
-                i + 1,
-                spans[:ne],
-                counts[:ne],
-                nums[:nb],
-                num_pts[:nb],
-                labels[:nb],
-                attrs[:nb],
-                fix_box[:nfix],
-                fix_col[:nfix],
-                fix_span[:nfix],
-            )
+        if i >= n:
+            break
+        if buf[i] != 58:
+            status = FAILED
+            break
         i = _ws(buf, i + 1)
-        if i >= n or buf[i] != 91:
-            return (
-                i + 1,
-                spans[:ne],
-                counts[:ne],
-                nums[:nb],
-                num_pts[:nb],
-                labels[:nb],
-                attrs[:nb],
-                fix_box[:nfix],
-                fix_col[:nfix],
-                fix_span[:nfix],
-            )
+        if i >= n:
+            break
+        if buf[i] != 91:
+            status = FAILED
+            break
         i = _ws(buf, i + 1)
         count = 0
         fail = False
@@ -404,6 +400,8 @@ def parse_entries(
                         break
                     ke = _string_end(buf, i)
                     if ke < 0:
+                        if ke == -2:
+                            i = n
                         fail = True
                         break
                     fid = _match_name(buf, i + 1, ke, key_names, key_offsets)
@@ -413,10 +411,12 @@ def parse_entries(
                         break
                     i = _ws(buf, i + 1)
                     if fid < 0:
-                        i = _skip_value(buf, i)
-                        if i < 0:
+                        j = _skip_value(buf, i)
+                        if j < 0:
+                            i = n
                             fail = True
                             break
+                        i = j
                     elif fid <= 3:
                         col = (_F_TRANSLATION, _F_SIZE, _F_ROTATION, _F_VELOCITY)[fid]
                         width = (3, 3, 4, 2)[fid]
@@ -428,6 +428,8 @@ def parse_entries(
                         while k < width:
                             j, v, certain, ok = _number(buf, i)
                             if not ok:
+                                if j >= n:
+                                    i = n
                                 fail = True
                                 break
                             if not certain:
@@ -456,6 +458,8 @@ def parse_entries(
                     elif fid == 4 or fid == 8:
                         j, v, certain, ok = _number(buf, i)
                         if not ok:
+                            if j >= n:
+                                i = n
                             fail = True
                             break
                         if fid == 4:
@@ -481,6 +485,8 @@ def parse_entries(
                             break
                         se = _string_end(buf, i)
                         if se < 0:
+                            if se == -2:
+                                i = n
                             fail = True
                             break
                         if fid == 5:
@@ -541,61 +547,48 @@ def parse_entries(
                 fail = True
                 break
         if fail:
-            return (
-                i + 1,
-                spans[:ne],
-                counts[:ne],
-                nums[:nb],
-                num_pts[:nb],
-                labels[:nb],
-                attrs[:nb],
-                fix_box[:nfix],
-                fix_col[:nfix],
-                fix_span[:nfix],
-            )
+            # Cut off by the end of the input: wait for more. Anything else: not ours to judge.
+            if i < n:
+                status = FAILED
+            break
         counts[ne] = count
         ne += 1
         i = _ws(buf, i)
+        if i >= n:
+            break  # the separator after it is not here yet: take the entry with the next chunk
+        after_comma = False
         if i < n and buf[i] == 44:
             i = _ws(buf, i + 1)
-            if i >= n:
-                return (
-                    i + 1,
-                    spans[:ne],
-                    counts[:ne],
-                    nums[:nb],
-                    num_pts[:nb],
-                    labels[:nb],
-                    attrs[:nb],
-                    fix_box[:nfix],
-                    fix_col[:nfix],
-                    fix_span[:nfix],
-                )
-            continue
-        if i < n:
-            return (
-                i + 1,
-                spans[:ne],
-                counts[:ne],
-                nums[:nb],
-                num_pts[:nb],
-                labels[:nb],
-                attrs[:nb],
-                fix_box[:nfix],
-                fix_col[:nfix],
-                fix_span[:nfix],
-            )
+            after_comma = True
+        elif i < n and buf[i] != 125:
+            status = FAILED
+            break
+    if status == END or status == FAILED:
+        return (
+            status,
+            good,
+            spans[:ne],
+            counts[:ne],
+            nums[:nb],
+            num_pts[:nb],
+            labels[:nb],
+            attrs[:nb],
+            fix_box[:nfix],
+            fix_col[:nfix],
+            fix_span[:nfix],
+        )
     return (
-        OK,
-        spans[:ne],
-        counts[:ne],
-        nums[:nb],
-        num_pts[:nb],
-        labels[:nb],
-        attrs[:nb],
-        fix_box[:nfix],
-        fix_col[:nfix],
-        fix_span[:nfix],
+        status,
+        good,
+        spans[:ne_good],
+        counts[:ne_good],
+        nums[:nb_good],
+        num_pts[:nb_good],
+        labels[:nb_good],
+        attrs[:nb_good],
+        fix_box[:nfix_good],
+        fix_col[:nfix_good],
+        fix_span[:nfix_good],
     )
 
 

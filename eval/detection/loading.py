@@ -32,8 +32,9 @@ from eval.detection.fastjson import (
     _OPEN,
     _STR_END,
     _STR_START,
+    END,
+    FAILED,
     KEY_NAMES,
-    OK,
     _scan_json_structure,
     pack_names,
     parse_entries,
@@ -187,20 +188,17 @@ _ATTRIBUTE_TABLE = pack_names(ATTRIBUTE_NAMES)
 _KEY_TABLE = pack_names(KEY_NAMES)
 
 
-def _fast_columns(body: bytes, token_offset: int) -> tuple[list[str], dict] | None:
-    """Columns of the entries via the Numba parser; None when it cannot take this input."""
-    if not body.strip():
-        return [], {}
-    buf = np.frombuffer(body, np.uint8)
-    status, spans, counts, nums, num_pts, labels, attrs, fix_box, fix_col, fix_span = parse_entries(
-        buf, *_CLASS_TABLE, *_ATTRIBUTE_TABLE, *_KEY_TABLE, len(body) // 64 + 16
-    )
-    if status != OK:
-        return None
-    nums = np.array(nums)  # own the memory (the parser returns views of larger buffers)
+class _FastPathUnsupported(Exception):
+    """The Numba reader met input it does not take; the general parser decides."""
+
+
+def _columns_from_parse(out: tuple, raw: bytes | bytearray, offset: int, token_offset: int):  # noqa: ANN202
+    """(tokens, columns) from a ``parse_entries`` result over ``raw[offset:]``."""
+    _, _, spans, counts, nums, num_pts, labels, attrs, fix_box, fix_col, fix_span = out
+    nums = np.array(nums)
     for b, c, (s, e) in zip(fix_box.tolist(), fix_col.tolist(), fix_span.tolist()):
-        nums[b, c] = float(body[s:e])
-    tokens = [body[s:e].decode() for s, e in spans.tolist()]
+        nums[b, c] = float(bytes(raw[offset + s : offset + e]))
+    tokens = [bytes(raw[offset + s : offset + e]).decode() for s, e in spans.tolist()]
     cols = {
         "translation": nums[:, 0:3],
         "size": nums[:, 3:6],
@@ -213,6 +211,104 @@ def _fast_columns(body: bytes, token_offset: int) -> tuple[list[str], dict] | No
         "sample_index": np.repeat(np.arange(len(tokens), dtype=np.int64), counts) + token_offset,
     }
     return tokens, cols
+
+
+def _stream_results_fast(path: Path, progress: bool = False) -> Iterator[tuple[str, object]]:
+    """Yield ``("meta", dict)`` and ``("columns", (tokens, columns))`` of a results file.
+
+    The structure scanner walks the top level; the ``results`` object is handed to the Numba
+    parser chunk by chunk (no second pass over it). Raises ``_FastPathUnsupported`` on
+    anything unusual, including malformed input, for the general path to judge.
+    """
+    pending = bytearray()
+    base = 0  # file offset of pending[0]
+    state = np.zeros(4, np.int64)
+    events = np.zeros((_EVENT_CAPACITY, 2), np.int64)
+    scan_pos = 0  # next byte the scanner has not seen
+    str_start = -1
+    last_key: str | None = None
+    meta_open = -1
+    seg_start = -1  # in the results object: first byte not parsed yet
+    results_done = False
+    num_tokens = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, desc="results", leave=False
+        )
+    with open(path, "rb") as f:
+        eof = False
+        while True:
+            if seg_start >= 0:  # inside "results": parse entries straight from the buffer
+                view = np.frombuffer(pending, np.uint8, offset=seg_start - base)
+                out = parse_entries(
+                    view, *_CLASS_TABLE, *_ATTRIBUTE_TABLE, *_KEY_TABLE, view.size // 64 + 16
+                )
+                del view  # release the buffer export before pending is resized
+                status, stop = int(out[0]), int(out[1])
+                if status == FAILED:
+                    raise _FastPathUnsupported
+                if len(out[2]):
+                    tokens, cols = _columns_from_parse(out, pending, seg_start - base, num_tokens)
+                    num_tokens += len(tokens)
+                    yield "columns", (tokens, cols)
+                seg_start += stop
+                if status == END:
+                    results_done = True
+                    state[:] = (1, 0, 0, 0)
+                    scan_pos = seg_start + 1
+                    seg_start = -1
+                    continue
+            elif scan_pos < base + len(pending):
+                buf = np.frombuffer(bytes(pending[scan_pos - base :]), np.uint8)
+                state[3] = 0
+                while state[3] < buf.shape[0] and seg_start < 0:
+                    n = _scan_json_structure(buf, scan_pos, state, events)
+                    for kind, pos in events[:n].tolist():
+                        if kind == _STR_START:
+                            str_start = pos
+                        elif kind == _STR_END:
+                            last_key = orjson.loads(
+                                bytes(pending[str_start - base : pos + 1 - base])
+                            )
+                            str_start = -1
+                        elif kind == _OPEN:
+                            if last_key == "results":
+                                if pending[pos - base] != ord("{") or results_done:
+                                    raise _FastPathUnsupported
+                                seg_start = pos + 1
+                            elif last_key == "meta":
+                                meta_open = pos
+                        elif kind == _CLOSE and meta_open >= 0:
+                            raw = bytes(pending[meta_open - base : pos + 1 - base])
+                            yield "meta", _parse_json(raw, path)
+                            meta_open = -1
+                scan_pos += int(state[3]) if seg_start < 0 else seg_start - scan_pos
+                continue
+            # Need more input. Keep only what is still needed.
+            if eof:
+                break
+            keep_from = base + len(pending)
+            for p in (str_start, meta_open, seg_start, scan_pos if seg_start < 0 else -1):
+                if p >= 0:
+                    keep_from = min(keep_from, p)
+            del pending[: keep_from - base]
+            base = keep_from
+            chunk = f.read(_CHUNK_BYTES)
+            if bar is not None:
+                bar.update(len(chunk))
+            if not chunk:
+                eof = True
+                if bar is not None:
+                    bar.close()
+                continue
+            if base == 0 and not pending and chunk.lstrip()[:1] not in (b"{", b""):
+                raise _FastPathUnsupported
+            pending += chunk
+    if seg_start >= 0 or not results_done or state[0] != 0 or state[1] != 0:
+        raise _FastPathUnsupported
 
 
 def _box_columns(batch: dict, source: str, token_offset: int) -> dict[str, np.ndarray]:
@@ -309,17 +405,26 @@ def load_results(
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"results file not found: {path}")
-        for kind, payload in _stream_results(path, progress):
-            if kind == "meta":
-                meta = payload  # type: ignore[assignment]
-                continue
-            assert isinstance(payload, bytes)
-            fast = _fast_columns(payload, len(tokens))
-            if fast is None:  # unusual but maybe valid JSON: the general parser decides
-                add(_entries_as_dict(payload, path))
-            else:
-                parts.append(fast[1])
-                tokens.extend(fast[0])
+        try:
+            for kind, payload in _stream_results_fast(path, progress):
+                if kind == "meta":
+                    meta = payload  # type: ignore[assignment]
+                else:
+                    new_tokens, cols = payload  # type: ignore[misc]
+                    parts.append(cols)
+                    tokens.extend(new_tokens)
+        except _FastPathUnsupported:
+            # Unusual but maybe valid JSON (escapes, NaN literals, odd layout) or an error:
+            # the general parser decides and names the fault.
+            tokens.clear()
+            parts.clear()
+            meta = None
+            for kind, payload in _stream_results(path, progress):
+                if kind == "meta":
+                    meta = payload  # type: ignore[assignment]
+                else:
+                    assert isinstance(payload, bytes)
+                    add(_entries_as_dict(payload, path))
     if meta is None:
         raise ResultsFormatError(f"{name}: no 'meta' field")
     if len(set(tokens)) != len(tokens):

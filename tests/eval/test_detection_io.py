@@ -123,6 +123,22 @@ def test_stream_reader_equals_general_parser_on_awkward_json(tmp_path, monkeypat
     assert_same_boxes(reference, chunked)
 
 
+@pytest.mark.parametrize("chunk", [5, 64, 1000, 1 << 20])
+def test_fast_reader_takes_ordinary_files_at_any_chunk_size(tmp_path, monkeypatch, chunk):
+    res = _results(30, seed=chunk)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(res, indent=1 if chunk == 64 else None))
+
+    def general_path_must_not_run(*args, **kwargs):
+        raise AssertionError("fell back to the general parser")
+
+    monkeypatch.setattr(loading, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(loading, "_stream_results", general_path_must_not_run)
+    fast, meta = load_results(path)
+    assert meta == META
+    assert_same_boxes(load_results(res)[0], fast)
+
+
 def test_escaped_tokens_and_nan_literals_take_the_general_path(tmp_path):
     res = _results(5)
     tok = 'odd"token\\'
