@@ -99,7 +99,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cache_key(cfg: ModelConfig, dataroot: str, version: str) -> str:
+def cache_key(cfg: ModelConfig, dataroot: str, version: str, image_reduction: int = 4) -> str:
     """Folder name for cached arrays: changes whenever the cached content would."""
     shaping = {
         "dataroot": str(Path(dataroot).resolve()),
@@ -109,6 +109,7 @@ def cache_key(cfg: ModelConfig, dataroot: str, version: str) -> str:
         "detection": [cfg.detection.class_groups, cfg.detection.max_objects,
                       cfg.detection.min_radius_cells, cfg.detection.gaussian_overlap],
         "waypoints": cfg.planning.num_waypoints,
+        "image_reduction": image_reduction,
         "format": 2,
     }
     digest = hashlib.sha1(json.dumps(shaping, sort_keys=True, default=list).encode()).hexdigest()
@@ -123,18 +124,21 @@ def cache_split(
     cache_dir: str,
     progress: bool = True,
     max_samples: int | None = None,
+    image_reduction: int = 4,
 ) -> list[Path]:
     """Prepare (once) and list the cached ``SampleArrays`` of every sample in ``split``.
 
-    A sample that fails to load is reported on stderr and skipped; the others are kept.
+    Images are decoded at ``1 / image_reduction`` size (JPEG DCT scaling: much faster) and
+    then resized to the network input. A sample that fails to load is reported on stderr and
+    skipped; the others are kept.
     """
     from sensors.datasets.nuscenes import NuScenesDataset
 
-    ds = NuScenesDataset(dataroot, version=version)
+    ds = NuScenesDataset(dataroot, version=version, image_reduction=image_reduction)
     tokens = ds.split_sample_tokens(split)
     if max_samples is not None:
         tokens = tokens[:max_samples]
-    folder = Path(cache_dir) / cache_key(cfg, dataroot, version)
+    folder = Path(cache_dir) / cache_key(cfg, dataroot, version, image_reduction)
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for tok in tqdm(tokens, desc=f"cache {split}", disable=not progress, file=sys.stderr):
@@ -371,6 +375,8 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     dropout = tc.modality_dropout
     # Variants without a branch for a modality gain nothing from dropping it.
     dropout = tuple(p if cfg.uses(m) else 0.0 for m, p in zip(MODALITY_ORDER, dropout))
+    if len(cfg.fusion.modalities) == 1:
+        dropout = (0.0, 0.0, 0.0)  # a single-sensor model would only see blank frames
     model = build_model(cfg)
     n_init = init_from_checkpoints(model, opts.init_from) if opts.init_from else 0
     model = model.to(device)
@@ -411,7 +417,9 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     steps_per_epoch = max(1, len(loader))
     total_steps = opts.steps or (opts.epochs or 1) * steps_per_epoch
 
-    step_module = TrainStep(model, opts.freeze).to(device)
+    # Branches a variant does not have cannot be frozen: a recipe may name all of them.
+    frozen = tuple(m for m in opts.freeze if cfg.uses(m))
+    step_module = TrainStep(model, frozen).to(device)
     params = [p for p in step_module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -29,8 +29,9 @@ class DetectionHead(nn.Module):
         self.num_groups = len(det.class_groups)
         self.num_classes = sum(len(g) for g in det.class_groups)
         self.shared = conv_bn_relu(c_in, ch)
-        self.heat = nn.Sequential(conv_bn_relu(ch, ch), nn.Conv2d(ch, self.num_classes, 1))
-        self.reg = nn.Sequential(conv_bn_relu(ch, ch), nn.Conv2d(ch, self.num_groups * NUM_REG, 1))
+        pre = (lambda: conv_bn_relu(ch, ch)) if det.branch_convs else nn.Identity
+        self.heat = nn.Sequential(pre(), nn.Conv2d(ch, self.num_classes, 1))
+        self.reg = nn.Sequential(pre(), nn.Conv2d(ch, self.num_groups * NUM_REG, 1))
         nn.init.constant_(self.heat[-1].bias, HEATMAP_PRIOR_BIAS)
         # Size targets are log(metres) ~ 0.5..2.5; start at a car-sized box, not at 1 m cubes.
         with torch.no_grad():
