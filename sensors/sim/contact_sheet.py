@@ -98,24 +98,26 @@ def contact_sheet(
     pc.rotate(Quaternion(cs["rotation"]).rotation_matrix)
     pc.translate(np.array(cs["translation"]))
     pts = pc.points
-    ax.scatter(pts[0], pts[1], s=0.3, c=np.clip(pts[3], 0, 100), cmap="viridis", linewidths=0)
+    ax.set_facecolor("black")
+    ax.scatter(pts[0], pts[1], s=1.2, c=np.clip(pts[2], -0.5, 3.0), cmap="turbo", linewidths=0)
     _, boxes, _ = nusc.get_sample_data(lid_tok, use_flat_vehicle_coordinates=True)
     for box in boxes:
         c = CLASS_COLOURS[_detection_name(box.name)]
         bc = box.bottom_corners()
         ax.plot(np.r_[bc[0], bc[0, :1]], np.r_[bc[1], bc[1, :1]], color=c, lw=1.0)
-    ax.add_patch(plt.Rectangle((-0.85, -0.87), 4.3, 1.74, fill=False, color="red", lw=1.2))
+    ax.add_patch(plt.Rectangle((-0.85, -0.87), 4.3, 1.74, fill=False, color="white", lw=1.2))
     ax.set_xlim(-40, 60)
     ax.set_ylim(-30, 30)
     ax.set_aspect("equal")
-    ax.set_title(f"LIDAR_TOP BEV (ego frame), {pts.shape[1]} points; {scene['name']}: "
-                 f"{scene['description'][:80]}", fontsize=9)
+    ax.set_title(f"LIDAR_TOP BEV (ego frame, colour = height), {pts.shape[1]} points; "
+                 f"{scene['name']}: {scene['description'].split('. ')[0]}", fontsize=9)
     # Ultrasonic cones in the ego frame.
     ax = fig.add_subplot(grid[2, 4:])
     us_path = nusc.get_sample_data_path(sample["data"][ULTRASONIC_CHANNEL])
     ranges = np.fromfile(us_path, dtype="<f4")
     lay = default_layout()
-    ax.scatter(pts[0], pts[1], s=0.5, c="lightgray", linewidths=0)
+    low = (pts[2] > 0.1) & (pts[2] < 1.0)
+    ax.scatter(pts[0][low], pts[1][low], s=2, c="gray", linewidths=0)
     ax.add_patch(plt.Rectangle((-0.85, -0.87), 4.3, 1.74, fill=False, color="red", lw=1.2))
     for i in range(len(ranges)):
         p = lay.position_ego_m[i]
@@ -132,7 +134,8 @@ def contact_sheet(
     ax.set_xlim(-7, 10)
     ax.set_ylim(-7.5, 7.5)
     ax.set_aspect("equal")
-    ax.set_title("ULTRASONIC (red: echo range m, green: no echo)", fontsize=9)
+    ax.set_title("ULTRASONIC (red: echo, range in m; green: no echo); grey: LiDAR 0.1-1 m",
+                 fontsize=9)
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,15 @@ EGO_WHEELBASE_M = 2.59
 
 LIDAR_TRANSLATION_M = (0.943, 0.0, 1.84)
 
+# The ego's own body as two boxes (centre, half size) in the ego frame, used as LiDAR
+# self-occluder: a lower body up to the bonnet line and a narrow cabin under the roof mount.
+# Sized so that, like the nuScenes rig, the lowest ~5 of 32 beams end on the roof and beam
+# 5 (-24 deg) reaches the ground ~4 m from the sensor.
+EGO_BODY_BOXES: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ((EGO_REAR_X_M + EGO_LENGTH_M / 2, 0.0, 0.475), (EGO_LENGTH_M / 2, EGO_WIDTH_M / 2, 0.475)),
+    ((0.95, 0.0, 1.25), (0.6, 0.6, 0.31)),
+)
+
 
 @dataclass(frozen=True)
 class CameraSpec:

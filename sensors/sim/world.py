@@ -369,10 +369,17 @@ class EgoMotion:
 
     DT = 0.01
 
+    def s_at(self, t: np.ndarray | float) -> np.ndarray:
+        """Arc length at time(s) ``t``; before t = 0 the ego is extrapolated at its initial
+        speed (cameras expose up to 43 ms before the first LiDAR sweep).
+        """
+        tt = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        return np.interp(tt, self.t, self.s) + np.minimum(tt, 0.0) * self.v[0]
+
     def at(self, t: np.ndarray | float) -> dict[str, np.ndarray]:
         """Interpolated state at time(s) ``t``: xy, yaw, s, v, a, yaw_rate, brake, aeb."""
         tt = np.atleast_1d(np.asarray(t, dtype=np.float64))
-        s = np.interp(tt, self.t, self.s)
+        s = self.s_at(tt)
         v = np.interp(tt, self.t, self.v)
         a = np.interp(tt, self.t, self.a)
         xy, yaw = self.path.pose(s)
@@ -519,7 +526,7 @@ def agent_pose(ag: Agent, t: float, ego: EgoMotion | None) -> tuple[np.ndarray, 
         return xy[0], float(yaw)
     if ag.kind == "ego_follow":
         assert ego is not None
-        s_ego = float(np.interp(t, ego.t, ego.s))
+        s_ego = float(ego.s_at(t)[0])
         xy, hd = ego.path.pose(s_ego + p["gap"])
         return xy[0], float(hd[0])
     if ag.kind == "linear":
@@ -817,7 +824,7 @@ class _Builder:
         """Enable conflict checks of new objects against all agents and the ego at ``times``."""
         self.ego = ego
         self.times = np.asarray(times, dtype=np.float64)
-        e_xy, e_yaw = ego.path.pose(np.interp(self.times, ego.t, ego.s))
+        e_xy, e_yaw = ego.path.pose(ego.s_at(self.times))
         # Ego body centre (1.3 m ahead of the rear axle).
         self._ego_xy = e_xy + 1.3 * np.stack([np.cos(e_yaw), np.sin(e_yaw)], axis=1)
         self._traj: list[np.ndarray] = []
@@ -1125,7 +1132,7 @@ def _junction_traffic(
 
 
 def _ego_s_at(ego: EgoMotion, t: float) -> float:
-    return float(np.interp(t, ego.t, ego.s))
+    return float(ego.s_at(t)[0])
 
 
 def _crossing_ok(ego: EgoMotion, road: Road, s_c: float, t0: float, t1: float) -> bool:
@@ -1134,7 +1141,7 @@ def _crossing_ok(ego: EgoMotion, road: Road, s_c: float, t0: float, t1: float) -
     """
     tt = np.linspace(t0 - 1.0, t1 + 1.0, 40)
     xy, _ = road.path.pose(s_c)
-    ego_xy, _ = ego.path.pose(np.interp(tt, ego.t, ego.s))
+    ego_xy, _ = ego.path.pose(ego.s_at(tt))
     return bool(np.all(np.hypot(*(ego_xy - xy[0]).T) > 14.0))
 
 

@@ -185,25 +185,21 @@ def _make_rig(cfg: SimConfig) -> _Rig:
     return _Rig(cams, rig.ego_SE3_lidar(), dirs.reshape(-1, 3), ring.reshape(-1).copy())
 
 
-def _ego_body(world_SE3_ego: SE3) -> tuple[np.ndarray, np.ndarray, float]:  # noqa: N803
-    """Centre, half size and yaw of the ego's body box (LiDAR self-occluder), global frame."""
-    c_ego = np.array([(rig.EGO_REAR_X_M + rig.EGO_FRONT_X_M) / 2, 0.0, rig.EGO_HEIGHT_M / 2])
-    half = np.array([rig.EGO_LENGTH_M / 2, rig.EGO_WIDTH_M / 2, rig.EGO_HEIGHT_M / 2])
-    return world_SE3_ego.transform_points(c_ego[None])[0], half, world_SE3_ego.yaw_rad
-
-
 def _with_ego(prims: Primitives, world_SE3_ego: SE3) -> tuple[Primitives, np.ndarray]:  # noqa: N803
-    c, h, y = _ego_body(world_SE3_ego)
+    """Append the ego body boxes (LiDAR self-occluders); also return their mask."""
+    k = len(rig.EGO_BODY_BOXES)
+    centres = world_SE3_ego.transform_points(np.array([c for c, _ in rig.EGO_BODY_BOXES]))
+    halves = np.array([h for _, h in rig.EGO_BODY_BOXES])
     out = Primitives(
-        np.concatenate([prims.center, c[None]]),
-        np.concatenate([prims.half, h[None]]),
-        np.concatenate([prims.yaw, [y]]),
-        np.concatenate([prims.rgb, np.zeros((1, 3), np.float32)]),
-        np.concatenate([prims.reflectivity, np.zeros(1, np.float32)]),
-        np.concatenate([prims.owner, np.array([-3], np.int32)]),
+        np.concatenate([prims.center, centres]),
+        np.concatenate([prims.half, halves]),
+        np.concatenate([prims.yaw, np.full(k, world_SE3_ego.yaw_rad)]),
+        np.concatenate([prims.rgb, np.zeros((k, 3), np.float32)]),
+        np.concatenate([prims.reflectivity, np.zeros(k, np.float32)]),
+        np.concatenate([prims.owner, np.full(k, -3, np.int32)]),
     )
     mask = np.zeros(len(out.yaw), dtype=bool)
-    mask[-1] = True
+    mask[-k:] = True
     return out, mask
 
 
