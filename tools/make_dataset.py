@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera-sweeps", action="store_true",
                    help="also render the 12 Hz non-keyframe camera images (slow)")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = up to 2)")
+    p.add_argument("--agents-scale", type=float, default=1.0,
+                   help="multiply the number of agents per scene")
+    p.add_argument("--no-ultrasonic", action="store_true",
+                   help="omit the ULTRASONIC channel (plain nuScenes sensor set)")
     p.add_argument("--contact-sheet", action="store_true",
                    help="write outputs/sim_contact_sheet.png of one sample (generates the "
                         "dataset first unless its tables already exist)")
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         scenarios=tuple(a.scenario or ["auto"]),
         conditions=tuple(a.condition or ["auto"]),
         num_workers=a.workers,
+        agents_scale=a.agents_scale,
+        write_ultrasonic=not a.no_ultrasonic,
     )
     tables_exist = (a.out / a.version / "sample.json").exists()
     if not (a.contact_sheet and tables_exist):

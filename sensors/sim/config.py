@@ -66,6 +66,9 @@ class SimConfig:
         num_workers: scenes generated in parallel processes; 0 = one per CPU core (at most 2
             by default to stay friendly on shared machines), 1 = in-process.
         agents_scale: multiplies the number of dynamic agents and scenery per scene.
+        write_ultrasonic: write the ULTRASONIC channel. The devkit loads, indexes and
+            evaluates datasets with it; only ``NuScenes.render_sample`` (which draws every
+            channel and knows no "ultrasonic" modality) needs it off.
 
     """
 
@@ -85,6 +88,7 @@ class SimConfig:
     jpeg_quality: int = 90
     num_workers: int = 0
     agents_scale: float = 1.0
+    write_ultrasonic: bool = True
 
     def __post_init__(self) -> None:
         if self.version not in SUPPORTED_VERSIONS:

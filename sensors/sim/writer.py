@@ -252,15 +252,18 @@ class _SceneWriter:
                 }
             )
         # Per-channel lists of sample_data records (linked at the end).
-        sd: dict[str, list[dict]] = {c: [] for c in (LIDAR_CHANNEL, ULTRASONIC_CHANNEL,
-                                                      *CAMERA_CHANNELS)}
+        channels = (LIDAR_CHANNEL, ULTRASONIC_CHANNEL, *CAMERA_CHANNELS)
+        if not cfg.write_ultrasonic:
+            channels = (LIDAR_CHANNEL, *CAMERA_CHANNELS)
+        sd: dict[str, list[dict]] = {c: [] for c in channels}
         ann_by_agent: dict[int, list[dict]] = {}
         for k in range(n_sweeps):
             ts = self.t0_us + int(round(k * 1e6 / cfg.lidar_hz))
             key = k % ratio == 0
             j = k // ratio if key else min(int(round(k / ratio)), n_samples - 1)
             points, states, lidar_ego = self._lidar(k, ts, key, j, sample_tokens[j], sd)
-            self._ultrasonic(k, ts, key, sample_tokens[j], sd)
+            if cfg.write_ultrasonic:
+                self._ultrasonic(k, ts, key, sample_tokens[j], sd)
             if key:
                 visible, coverage = self._cameras_keyframe(j, sample_ts[j], sample_tokens[j], sd)
                 self._annotate(j, sample_tokens[j], points, states, visible, coverage,
@@ -322,17 +325,19 @@ class _SceneWriter:
         cs.append({"token": self.tok("cs", LIDAR_CHANNEL), "sensor_token": sensor_token(
             LIDAR_CHANNEL), "translation": _f(lid.translation), "rotation": _f(lid.quaternion()),
             "camera_intrinsic": []})
-        cs.append({"token": self.tok("cs", ULTRASONIC_CHANNEL),
-                   "sensor_token": sensor_token(ULTRASONIC_CHANNEL),
-                   "translation": [0.0, 0.0, 0.0], "rotation": [1.0, 0.0, 0.0, 0.0],
-                   "camera_intrinsic": []})
+        if cfg.write_ultrasonic:
+            # The ULTRASONIC "sensor frame" is the ego frame: the 12 transducer poses are
+            # sensors.ultrasonic_layout.default_layout() (ego frame), in file order.
+            cs.append({"token": self.tok("cs", ULTRASONIC_CHANNEL),
+                       "sensor_token": sensor_token(ULTRASONIC_CHANNEL),
+                       "translation": [0.0, 0.0, 0.0], "rotation": [1.0, 0.0, 0.0, 0.0],
+                       "camera_intrinsic": []})
         for cam in self.rig.cameras:
             cs.append({"token": self.tok("cs", cam.channel),
                        "sensor_token": sensor_token(cam.channel),
                        "translation": _f(cam.ego_SE3_cam.translation),
                        "rotation": _f(cam.ego_SE3_cam.quaternion()),
                        "camera_intrinsic": [_f(r) for r in cam.intrinsics]})
-        del cfg
 
     # -- poses -------------------------------------------------------------------------------
     def _ego(self, t_s: float) -> SE3:
@@ -745,13 +750,14 @@ def attribute_token(name: str) -> str:
     return token("attribute", name)
 
 
-def _global_tables() -> dict[str, list[dict]]:
+def _global_tables(with_ultrasonic: bool) -> dict[str, list[dict]]:
     sensors = [{"token": sensor_token(c), "channel": c, "modality": "camera"}
                for c in CAMERA_CHANNELS]
     sensors.append({"token": sensor_token(LIDAR_CHANNEL), "channel": LIDAR_CHANNEL,
                     "modality": "lidar"})
-    sensors.append({"token": sensor_token(ULTRASONIC_CHANNEL), "channel": ULTRASONIC_CHANNEL,
-                    "modality": "ultrasonic"})
+    if with_ultrasonic:
+        sensors.append({"token": sensor_token(ULTRASONIC_CHANNEL),
+                        "channel": ULTRASONIC_CHANNEL, "modality": "ultrasonic"})
     return {
         "category": [{"token": category_token(n), "name": n, "description": d}
                      for n, d in CATEGORIES],
@@ -816,7 +822,7 @@ def generate_dataset(cfg: SimConfig, out_dir: Path, progress: bool = True) -> Pa
                     bar.update(q.get())
                 results = [f.result() for f in futs]
     bar.close()
-    tables = _global_tables()
+    tables = _global_tables(cfg.write_ultrasonic)
     for t in TABLES:
         tables.setdefault(t, [])
     for res in results:

@@ -68,10 +68,13 @@ def test_agent_parts_stay_inside_their_box(cls):
             assert lo[2] >= 1e-3 and hi[2] <= wlh[2] - 1e-3, cls
 
 
-def test_camera_sweeps_at_12hz(tmp_path):
-    cfg = SimConfig(num_scenes=1, scene_duration_s=0.5, camera_at_sweeps=True, num_workers=1)
+def test_camera_sweeps_at_12hz_and_ultrasonic_off(tmp_path):
+    cfg = SimConfig(num_scenes=1, scene_duration_s=0.5, camera_at_sweeps=True, num_workers=1,
+                    write_ultrasonic=False)
     root = generate_dataset(cfg, tmp_path, progress=False)
     nusc = NuScenes(version=cfg.version, dataroot=str(root), verbose=False)
+    assert "ULTRASONIC" not in {s["channel"] for s in nusc.sensor}
+    assert not (root / "samples" / "ULTRASONIC").exists()
     for ch in CAMERA_CHANNELS:
         recs = sorted((sd for sd in nusc.sample_data if sd["channel"] == ch),
                       key=lambda r: r["timestamp"])
