@@ -3,11 +3,11 @@ r"""Evaluate 3D detections (and planning/control) on a nuScenes-format dataset.
 Two ways in:
 
   # any results file in the official format (from mmdetection3d, OpenPCDet, BEVFusion, ...)
-  python tools/evaluate.py --results results.json --dataroot data/nuscenes \\
+  python tools/evaluate.py --results results.json --dataroot data/nuscenes \
       --version v1.0-trainval --split val
 
   # our model: runs the checkpoint over the split, writes results.json, then evaluates it
-  python tools/evaluate.py --checkpoint perception/checkpoints/tiny --dataroot data/sim \\
+  python tools/evaluate.py --checkpoint perception/checkpoints/tiny --dataroot data/sim \
       --version v1.0-mini --split mini_val
 
 Outputs in --out: metrics_summary.json and metrics_details.json (the devkit's layouts),
