@@ -119,6 +119,24 @@ def _p(cx, cy, z0, lx, wy, hz, rgb, material) -> PartSpec:
     )
 
 
+# Lamp colours above 255 make them glow: they stay bright after a dark exposure (night).
+HEADLAMP_RGB = (600.0, 590.0, 520.0)
+TAIL_LAMP_RGB = (560.0, 40.0, 30.0)
+
+
+def _lamps(length: float, width: float, z0: float, height: float, front: bool) -> list[PartSpec]:
+    """Tail lamps (and headlamps when ``front``) in the 4 cm left free at each end of the body
+    (local frame: +x is the front).
+    """
+    parts = []
+    for y in (-1.0, 1.0):
+        yy = y * (width / 2 - 0.18)
+        parts.append(_p(-(length / 2 - 0.02), yy, z0, 0.03, 0.25, height, TAIL_LAMP_RGB, "retro"))
+        if front:
+            parts.append(_p(length / 2 - 0.02, yy, z0, 0.03, 0.25, height, HEADLAMP_RGB, "retro"))
+    return parts
+
+
 def agent_parts(cls: str, wlh: np.ndarray, colour: np.ndarray, with_rider: bool) -> list[PartSpec]:
     """Box parts of an agent of class ``cls`` inside its ``wlh`` annotation box.
 
@@ -134,26 +152,31 @@ def agent_parts(cls: str, wlh: np.ndarray, colour: np.ndarray, with_rider: bool)
     if cls == "car":
         return [
             _p(0, 0, m, L * 0.78, W * 0.96, 0.36 * H, dark, "tire"),
-            _p(0, 0, m + 0.3 * H, L, W, 0.32 * H, col, "paint"),
+            _p(0, 0, m + 0.3 * H, L - 0.08, W, 0.32 * H, col, "paint"),
             _p(-0.06 * L, 0, m + 0.6 * H, 0.52 * L, W * 0.9, 0.4 * H, glass, "glass"),
+            *_lamps(L, W, m + 0.44 * H, 0.1 * H, front=True),
         ]
     if cls == "truck":
         return [
             _p(0, 0, m, L * 0.9, W * 0.9, 0.3 * H, dark, "tire"),
-            _p(0.38 * L, 0, m + 0.25 * H, 0.22 * L, W, 0.72 * H, col, "paint"),
-            _p(-0.12 * L, 0, m + 0.25 * H, 0.76 * L, W, 0.75 * H, (210, 210, 205), "metal"),
+            _p(0.38 * L - 0.04, 0, m + 0.25 * H, 0.22 * L - 0.08, W, 0.72 * H, col, "paint"),
+            _p(-0.12 * L + 0.04, 0, m + 0.25 * H, 0.76 * L - 0.08, W, 0.75 * H,
+               (210, 210, 205), "metal"),
+            *_lamps(L, W, m + 0.3 * H, 0.06 * H, front=True),
         ]
     if cls == "bus":
         return [
             _p(0, 0, m, L * 0.94, W * 0.94, 0.12 * H, dark, "tire"),
-            _p(0, 0, m + 0.1 * H, L, W, 0.45 * H, col, "paint"),
-            _p(0, 0, m + 0.55 * H, L, W * 0.99, 0.45 * H, glass, "glass"),
+            _p(0, 0, m + 0.1 * H, L - 0.08, W, 0.45 * H, col, "paint"),
+            _p(0, 0, m + 0.55 * H, L - 0.08, W * 0.99, 0.45 * H, glass, "glass"),
+            *_lamps(L, W, m + 0.18 * H, 0.05 * H, front=True),
         ]
     if cls == "trailer":
         return [
             _p(-0.3 * L, 0, m, L * 0.3, W * 0.85, 0.3 * H, dark, "tire"),
             _p(0.44 * L, 0, m + 0.22 * H, L * 0.06, W * 0.3, 0.1 * H, dark, "metal"),
-            _p(0, 0, m + 0.3 * H, L, W, 0.7 * H, (200, 200, 195), "metal"),
+            _p(0.04, 0, m + 0.3 * H, L - 0.08, W, 0.7 * H, (200, 200, 195), "metal"),
+            *_lamps(L, W, m + 0.3 * H, 0.05 * H, front=False),
         ]
     if cls == "construction_vehicle":
         yellow = (225, 170, 20)
