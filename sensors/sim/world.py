@@ -815,7 +815,6 @@ class _Builder:
         self.rng = rng
         self.scale = scale
         self.agents: list[Agent] = []
-        self.radii: list[float] = []  # bounding radius (half diagonal) of each agent
         self.ego: EgoMotion | None = None
         self.times: np.ndarray | None = None  # when set, statics must not meet movers
         self.occupied: list[tuple[np.ndarray, float]] = []  # (xy, radius) of placed statics
@@ -848,38 +847,49 @@ class _Builder:
         self.ego = ego
         self.times = np.asarray(times, dtype=np.float64)
         e_xy, e_yaw = ego.path.pose(ego.s_at(self.times))
-        # Ego body centre (1.3 m ahead of the rear axle).
-        self._ego_xy = e_xy + 1.3 * np.stack([np.cos(e_yaw), np.sin(e_yaw)], axis=1)
-        self._traj: list[np.ndarray] = []
+        # Ego body centre: 1.3 m ahead of the rear axle.
+        body = e_xy + 1.3 * np.stack([np.cos(e_yaw), np.sin(e_yaw)], axis=1)
+        self._circ_xy: list[np.ndarray] = []  # (T, 2) centre track of every agent circle
+        self._circ_r: list[float] = []
+        self._n_done = 0
+        xy, r = _circles(body, e_yaw, 4.3, 1.74)
+        self._ego_circ = (xy, np.full(len(xy), r))
 
-    def _trajectories(self) -> np.ndarray:
-        """(A, T, 2) positions of all agents at ``self.times`` (cached incrementally)."""
-        for ag in self.agents[len(self._traj):]:
-            if ag.kind == "static":
-                self._traj.append(np.broadcast_to(np.asarray(ag.params["xy"], float),
-                                                  (len(self.times), 2)))
-            else:
-                self._traj.append(np.array([agent_pose(ag, t, self.ego)[0] for t in self.times]))
-        if not self._traj:
-            return np.zeros((0, len(self.times), 2))
-        return np.stack(self._traj)
+    def _agent_circles(self) -> tuple[np.ndarray, np.ndarray]:
+        """(C, T, 2) circle tracks and (C,) radii of all agents (cached incrementally)."""
+        for ag in self.agents[self._n_done:]:
+            poses = [agent_pose(ag, t, self.ego) for t in self.times]
+            xy = np.array([p for p, _ in poses])
+            yaw = np.array([y for _, y in poses])
+            cxy, r = _circles(xy, yaw, float(ag.wlh[1]), float(ag.wlh[0]))
+            self._circ_xy.extend(cxy)
+            self._circ_r.extend([r] * len(cxy))
+        self._n_done = len(self.agents)
+        if not self._circ_xy:
+            return np.zeros((0, len(self.times), 2)), np.zeros(0)
+        return np.stack(self._circ_xy), np.asarray(self._circ_r)
 
-    def clear_of_agents(self, trajectory, radius: float, margin: float = 0.3) -> bool:
-        """True when a new object of bounding radius ``radius`` following ``trajectory(t) ->
-        xy`` keeps ``margin`` metres from every agent and from the ego at all ``self.times``
-        (always True before ``set_times``).
+    def clear_of_agents(self, trajectory, wlh: np.ndarray, margin: float = 0.3) -> bool:
+        """True when a new object of size ``wlh`` following ``trajectory(t) -> (xy, yaw)``
+        keeps ``margin`` metres from every agent and from the ego at all ``self.times``
+        (always True before ``set_times``). Objects are covered by chains of circles along
+        their length, so long vehicles in neighbouring lanes do not count as meeting.
         """
         if self.times is None:
             return True
-        q = np.array([trajectory(t) for t in self.times])  # (T, 2)
-        if (np.linalg.norm(self._ego_xy - q, axis=1) < radius + 2.4 + margin).any():
-            return False
-        traj = self._trajectories()
-        if len(traj) == 0:
-            return True
-        d = np.linalg.norm(traj - q[None], axis=2)  # (A, T)
-        lim = radius + np.asarray(self.radii)[:, None] + margin
-        return not (d < lim).any()
+        poses = [trajectory(t) for t in self.times]
+        xy = np.array([np.asarray(p, dtype=np.float64) for p, _ in poses])
+        yaw = np.array([float(y) for _, y in poses])
+        q, rq = _circles(xy, yaw, float(wlh[1]), float(wlh[0]))  # (n, T, 2)
+        others = [self._ego_circ, self._agent_circles()]
+        for oxy, orad in others:
+            if len(orad) == 0:
+                continue
+            for qc in q:
+                d = np.linalg.norm(oxy - qc[None], axis=2)  # (C, T)
+                if (d < (orad + rq + margin)[:, None]).any():
+                    return False
+        return True
 
     def add_agent(
         self,
@@ -904,7 +914,6 @@ class _Builder:
         parts = tuple(agent_parts(cls, wlh, self.colour(cls), rider))
         ag = Agent(cls, wlh, parts, kind, attrs[0], attrs[1], params)
         self.agents.append(ag)
-        self.radii.append(0.5 * float(np.hypot(wlh[0], wlh[1])))
         if kind == "static":
             self.occupied.append((np.asarray(params["xy"]), 0.5 * float(np.hypot(wlh[0], wlh[1]))))
         return ag
@@ -916,7 +925,7 @@ class _Builder:
         r = 0.5 * float(np.hypot(wlh[0], wlh[1]))
         if check and not self.free(xy, r):
             return False
-        if check and not self.clear_of_agents(lambda t: xy, r):
+        if check and not self.clear_of_agents(lambda t: (xy, yaw), wlh):
             return False
         self.add_agent(cls, "static", {"xy": np.asarray(xy, float), "yaw": float(yaw)}, attrs, wlh)
         return True
@@ -1065,8 +1074,10 @@ def _platoon(
     rng = b.rng
 
     def add(cls: str, s_centre: float, wlh: np.ndarray) -> None:
-        b.add_agent(cls, "path", {"path": path, "s0": s_centre, "speed": speed,
-                                  "offset": offset}, wlh=wlh)
+        # Skip a vehicle that would meet an earlier agent (e.g. a pedestrian in the road).
+        if b.clear_of_agents(_path_traj(path, s_centre, speed, offset), wlh, margin=0.2):
+            b.add_agent(cls, "path", {"path": path, "s0": s_centre, "speed": speed,
+                                      "offset": offset}, wlh=wlh)
 
     cls = anchor_cls or pick()
     wlh = b.size(cls)
@@ -1271,7 +1282,7 @@ def _urban_roadside(
                 s0 = s - v * duration / 2
                 if not in_skip(s, side, 8.0) and rng.uniform() < 0.5 * b.scale:
                     traj = _path_traj(road.path, s0, v, d)
-                    if b.clear_of_agents(traj, 0.5):
+                    if b.clear_of_agents(traj, PED_WLH):
                         b.add_agent("pedestrian", "path",
                                     {"path": road.path, "s0": s0, "speed": v, "offset": d})
                 s += rng.uniform(4.0, 14.0)
@@ -1302,16 +1313,32 @@ def _urban_roadside(
             probe = Agent("pedestrian", np.zeros(3), (), "linear", "", "", params)
             if _on_other_road(a[0], roads, road, 0.5) or _on_other_road(bb[0], roads, road, 0.5):
                 continue
-            if b.clear_of_agents(lambda t, probe=probe: agent_pose(probe, t, None)[0], 0.5,
+            if b.clear_of_agents(lambda t, probe=probe: agent_pose(probe, t, None), PED_WLH,
                                  margin=0.8):
                 b.add_agent("pedestrian", "linear", params)
                 break
 
 
+PED_WLH = np.array([0.8, 0.8, 1.8])  # conflict-check footprint of a pedestrian
+
+
+def _circles(xy: np.ndarray, yaw: np.ndarray, length: float, width: float):
+    """Cover a (length x width) footprint moving along ``xy`` (T, 2) / ``yaw`` (T,) with a
+    chain of n equal circles: returns (n, T, 2) centres and their radius.
+    """
+    n = max(1, int(np.ceil(length / max(width, 1e-3))))
+    seg = length / n
+    offs = -length / 2 + seg / 2 + seg * np.arange(n)
+    d = np.stack([np.cos(yaw), np.sin(yaw)], axis=1)  # (T, 2)
+    centres = xy[None, :, :] + offs[:, None, None] * d[None, :, :]
+    return centres, float(np.hypot(seg / 2, width / 2))
+
+
 def _path_traj(path: Path, s0: float, v: float, d: float):
-    """xy(t) of an object moving along ``path`` at signed speed ``v`` with lateral ``d``."""
-    def traj(t: float) -> np.ndarray:
-        return path.pose(s0 + v * t, d)[0][0]
+    """(xy, yaw)(t) of an object moving along ``path`` at signed speed ``v``, lateral ``d``."""
+    def traj(t: float) -> tuple[np.ndarray, float]:
+        xy, hd = path.pose(s0 + v * t, d)
+        return xy[0], float(hd[0] + (np.pi if v < 0 else 0.0))
 
     return traj
 
@@ -1379,17 +1406,32 @@ def build_world(
             del far
         roads = [road]
         ego_path = lane_path(road, 80.0, -URBAN_LANE_M / 2)
-        brake = scenario == "urban_straight" and rng.uniform() < 0.6
+        # Emergency stops: a stopped car in the ego lane (straight road) or a pedestrian who
+        # steps into the ego lane and stays there (curved road).
+        brake = rng.uniform() < 0.85
+        t_obs = duration_s * rng.uniform(0.45, 0.6)
+        s_obs = v_cruise * t_obs + 25.0
+        gap = 2.4 if scenario == "urban_straight" else 2.0
+        half_len = 2.3 if scenario == "urban_straight" else 0.4
         if brake:
-            t_obs = duration_s * rng.uniform(0.45, 0.6)
-            s_obs = v_cruise * t_obs + 25.0
-            stops.append((s_obs - 2.4 - 2.3 - FRONT_OVERHANG_M, np.inf, 6.5))
+            stops.append((s_obs - gap - half_len - FRONT_OVERHANG_M, np.inf, 6.5))
             events.append("emergency_brake")
         ego = plan_speed(ego_path, duration_s, v_cruise, v_cruise * rng.uniform(0.6, 1.0), stops)
-        if brake:
+        if brake and scenario == "urban_straight":
             xy, hd = ego_path.pose(s_obs)
             b.add_static("car", xy[0], hd[0], attrs=("vehicle.moving", "vehicle.stopped"),
                          check=False)
+        elif brake:
+            # The pedestrian reaches the lane centre 0.3 s before the ego starts braking (the
+            # reaction time), walking in from the right sidewalk at a brisk pace.
+            t_brake = float(ego.t[ego.aeb][0]) if ego.aeb.any() else duration_s
+            v_ped = rng.uniform(1.6, 2.2)
+            end_xy, hd = ego_path.pose(s_obs)
+            start_xy, _ = ego_path.pose(s_obs - 1.0, -(URBAN_HALF_M - URBAN_LANE_M / 2 + 1.0))
+            t1 = t_brake - 0.3
+            t0 = t1 - float(np.hypot(*(end_xy[0] - start_xy[0]))) / v_ped
+            b.add_agent("pedestrian", "linear", {"a": start_xy[0], "b": end_xy[0], "t0": t0,
+                                                 "t1": t1})
         else:
             b.add_agent("car", "ego_follow", {"gap": rng.uniform(18, 30)})
         s_ego0 = 80.0
@@ -1592,7 +1634,7 @@ def _parking_lot(
         s0 = s_mid + rng.uniform(-25, 25) - v * duration / 2
         # Keep pedestrians clear of the ego: walk only at the far side of the aisle.
         d = abs(d) if d < 0 else d
-        if b.clear_of_agents(_path_traj(aisle.path, s0, v, d), 0.5):
+        if b.clear_of_agents(_path_traj(aisle.path, s0, v, d), PED_WLH):
             b.add_agent("pedestrian", "path",
                         {"path": aisle.path, "s0": s0, "speed": v, "offset": d})
     xy, hd = aisle.path.pose(s_mid + 6.0, 2.7)
