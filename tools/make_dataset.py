@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                         "dataset first unless its tables already exist)")
     p.add_argument("--sheet-out", type=Path, default=Path("outputs/sim_contact_sheet.png"))
     p.add_argument("--sheet-scene", type=int, default=0, help="scene index for the sheet")
+    p.add_argument("--sheet-sample", type=int, default=None,
+                   help="keyframe index in that scene (default: the middle one)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     w, h = (int(v) for v in a.size.split("x"))
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         dt = time.perf_counter() - t0
         print(f"wrote {a.scenes} scenes x {a.duration:g} s to {a.out} in {dt:.1f} s")
     if a.contact_sheet:
-        path = contact_sheet(a.out, a.version, a.sheet_out, scene_index=a.sheet_scene)
+        path = contact_sheet(a.out, a.version, a.sheet_out, scene_index=a.sheet_scene,
+                             sample_index=a.sheet_sample)
         print(f"contact sheet: {path}")
     return 0
 
