@@ -51,6 +51,12 @@ class ModelRun:
     meta: ResultsMeta = field(default_factory=ResultsMeta)
     dt_s: float = 0.5
     ego_status: bool = False
+    steering_ratio: float | None = None
+
+    def add_empty(self, token: str, global_SE3_ego: SE3) -> None:  # noqa: N803
+        """Register a sample that was not run (it counts as having no detections)."""
+        self.detections[token] = Boxes3D.empty()
+        self.poses[token] = global_SE3_ego
 
     def write_results(self, path: str | Path | None = None) -> dict:
         """The nuScenes results dict (global frame), written to ``path`` when given."""
@@ -101,6 +107,7 @@ class ModelRun:
                     col["can_speed_mps"],
                     can_yaw_rate_radps=col["can_yaw_rate_radps"],
                     can_steering_wheel_rad=col["can_steering_rad"],
+                    steering_ratio=self.steering_ratio,
                 )
             )
             out["aeb"] = asdict(
@@ -118,6 +125,7 @@ def run_model(
     samples: Mapping[str, SyncedSample] | None = None,
     device: str | None = None,
     ego_status_ablation: bool = False,
+    steering_ratio: float | None = None,
     progress: bool = True,
 ) -> ModelRun:
     """Run ``checkpoint`` on every token (samples preloaded or loaded from ``ds``).
@@ -129,6 +137,8 @@ def run_model(
         samples: preloaded (possibly fault-injected) samples by token; loaded when absent.
         device: torch device; default CUDA when present, else CPU.
         ego_status_ablation: also plan with the CAN bus withheld and keep both plans.
+        steering_ratio: steering-wheel / front-wheel angle ratio for the CAN bus comparison;
+            None compares with the front-wheel angle the CAN yaw rate implies.
         progress: tqdm bar on stderr.
 
     Returns:
@@ -144,10 +154,10 @@ def run_model(
         meta=ResultsMeta(use_camera=pipe.cfg.uses("camera"), use_lidar=pipe.cfg.uses("lidar")),
         dt_s=pipe.cfg.planning.dt_s,
         ego_status=bool(pipe.cfg.planning.use_ego_status),
+        steering_ratio=steering_ratio,
     )
     for tok in tqdm(tokens, desc="inference", unit="sample", disable=not progress):
-        run.poses[tok] = ds.global_SE3_ego(tok)
-        run.detections[tok] = Boxes3D.empty()
+        run.add_empty(tok, ds.global_SE3_ego(tok))
         try:
             sample = samples[tok] if samples is not None and tok in samples else ds.load_sample(tok)
             res = pipe.run(sample)

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration.sample import Boxes3D, SyncedSample  # noqa: E402
+from calibration.sample import SyncedSample  # noqa: E402
 from eval.detection import evaluate_detections, write_metrics  # noqa: E402
 from eval.detection.report import markdown_summary, plot_curves  # noqa: E402
 from eval.runner import ModelRun, run_model  # noqa: E402
@@ -234,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             faulty = {t: apply_fault(s, fault) for t, s in samples.items()}
             run = run_model(CHECKPOINTS / variant, ds, tokens, faulty, progress=False)
             for tok in split_tokens[len(tokens) :]:  # the evaluation needs the whole split
-                run.detections[tok] = Boxes3D.empty()
-                run.poses[tok] = ds.global_SE3_ego(tok)
+                run.add_empty(tok, ds.global_SE3_ego(tok))
             name = f"{variant}/{fault}"
             vdir = demo_dir / variant / fault
             vdir.mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,7 +32,6 @@ from eval.detection import (  # noqa: E402
     split_sample_tokens,
     validate_results,
     write_metrics,
-    write_results,
 )
 from eval.detection.report import markdown_summary, plot_curves  # noqa: E402
 
@@ -48,16 +44,10 @@ def _load_nusc(dataroot: str, version: str):  # noqa: ANN202
 
 def run_checkpoint(args: argparse.Namespace, out: Path) -> tuple[object, dict, dict]:
     """Run the model over the split; returns (nusc, results dict, planning/control report)."""
-    from tqdm import tqdm
-
-    from calibration.sample import Boxes3D
-    from eval import planning
-    from eval.detection.results import ResultsMeta
-    from perception import Pipeline
+    from eval.runner import run_model
     from sensors.datasets.nuscenes import NuScenesDataset
 
     ds = NuScenesDataset(args.dataroot, args.version)
-    pipe = Pipeline.from_checkpoint(args.checkpoint, device=args.device)
     tokens = ds.split_sample_tokens(args.split)
     if args.max_samples:
         print(
@@ -65,86 +55,21 @@ def run_checkpoint(args: argparse.Namespace, out: Path) -> tuple[object, dict, d
             "detections, so the detection metrics are not comparable to a full run",
             file=sys.stderr,
         )
-    dets, poses, failures = {}, {}, []
-    plan_pred, plan_gt, fut_boxes = [], [], []
-    plan_pred_zeroed = []
-    steer, speed_pred, can_speed, can_yaw, can_wheel = [], [], [], [], []
-    aeb_fired, obstacle_dist, ego_speed = [], [], []
-    dt = pipe.cfg.planning.dt_s
-    for i, tok in enumerate(tqdm(tokens, desc="inference", unit="sample")):
-        poses[tok] = ds.global_SE3_ego(tok)
-        if args.max_samples and i >= args.max_samples:
-            dets[tok] = Boxes3D.empty()
-            continue
-        try:
-            sample = ds.load_sample(tok)
-            res = pipe.run(sample)
-        except Exception as exc:  # a bad frame is recorded, the run goes on
-            failures.append({"sample_token": tok, "error": f"{type(exc).__name__}: {exc}"})
-            dets[tok] = Boxes3D.empty()
-            continue
-        dets[tok] = res.detections
-        wp = np.asarray(res.plan.waypoints_xy_ego_m, np.float64)
-        if sample.future_xy_ego_m is not None:
-            plan_pred.append(wp)
-            plan_gt.append(sample.future_xy_ego_m)
-            fut_boxes.append(planning.nuscenes_future_boxes(ds.nusc, tok, len(wp), dt))
-            if args.ego_status_ablation:
-                res0 = pipe.run(replace(sample, can_bus=None))
-                plan_pred_zeroed.append(np.asarray(res0.plan.waypoints_xy_ego_m, np.float64))
-        steer.append(res.control.steer_rad)
-        speed_pred.append(float(planning.planned_speed_mps(wp[None], dt)[0]))
-        cb = sample.can_bus
-        can_speed.append(cb.speed_mps if cb else np.nan)
-        can_yaw.append(cb.yaw_rate_radps if cb else np.nan)
-        can_wheel.append(cb.steering_rad if cb else np.nan)
-        aeb_fired.append(bool(res.control.aeb))
-        gt = sample.boxes
-        boxes5 = (
-            np.c_[gt.center_m[:, :2], gt.wlh_m[:, 0], gt.wlh_m[:, 1], gt.yaw_rad]
-            if gt is not None
-            else np.zeros((0, 5))
-        )
-        obstacle_dist.append(planning.in_path_distance_m(boxes5))
-        ego_speed.append(cb.speed_mps if cb else float(np.hypot(*wp[0]) / dt))
-    meta = ResultsMeta(
-        use_camera=pipe.cfg.uses("camera"),
-        use_lidar=pipe.cfg.uses("lidar"),
-        use_radar=False,
-        use_map=False,
-        use_external=False,
+    run = run_model(
+        args.checkpoint,
+        ds,
+        tokens[: args.max_samples] if args.max_samples else tokens,
+        device=args.device,
+        ego_status_ablation=args.ego_status_ablation,
+        steering_ratio=args.steering_ratio,
     )
-    results = write_results(dets, poses, meta, out / "results.json")
-    report: dict = {"failures": len(failures), "samples": len(tokens)}
-    if plan_pred:
-        status = bool(pipe.cfg.planning.use_ego_status)
-        pm = planning.planning_metrics(
-            np.stack(plan_pred), np.stack(plan_gt), future_boxes=fut_boxes, dt_s=dt,
-            ego_status=status,
-        )
-        report["planning"] = pm.to_dict()
-        if plan_pred_zeroed:
-            pz = planning.planning_metrics(
-                np.stack(plan_pred_zeroed), np.stack(plan_gt), future_boxes=fut_boxes, dt_s=dt,
-                ego_status=False,
-            )
-            report["planning_ego_status_ablation (zeroed at inference)"] = (
-                planning.ego_status_ablation(pm, pz)
-            )
-    report["control_vs_can_bus"] = asdict(
-        planning.control_errors(
-            np.array(steer), np.array(speed_pred), np.array(can_speed),
-            can_yaw_rate_radps=np.array(can_yaw), can_steering_wheel_rad=np.array(can_wheel),
-            steering_ratio=args.steering_ratio,
-        )
-    )
-    report["aeb"] = asdict(
-        planning.aeb_metrics(np.array(aeb_fired, bool), np.array(obstacle_dist),
-                             np.array(ego_speed))
-    )
-    (out / "failures.json").write_text(json.dumps(failures, indent=2))
-    if failures:
-        print(f"{len(failures)} samples failed (see {out / 'failures.json'})", file=sys.stderr)
+    for tok in tokens[len(run.detections) :]:  # the evaluation needs the whole split
+        run.add_empty(tok, ds.global_SE3_ego(tok))
+    results = run.write_results(out / "results.json")
+    report = run.report(ds.nusc)
+    (out / "failures.json").write_text(json.dumps(run.failures, indent=2))
+    if run.failures:
+        print(f"{len(run.failures)} samples failed (see {out / 'failures.json'})", file=sys.stderr)
     return ds.nusc, results, report
 
 
