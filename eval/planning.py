@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sensors.types import DETECTION_CLASSES
+
 HORIZONS_S: tuple[float, ...] = (1.0, 2.0, 3.0)
 # nuScenes ego vehicle (Renault Zoe) footprint used by ST-P3/VAD/UniAD collision checks.
 EGO_WIDTH_M = 1.85
@@ -441,18 +443,7 @@ def aeb_metrics(
 # --------------------------------------------------------------------- nuScenes helpers
 
 # Classes whose boxes count as obstacles for collision and AEB (the agents, as ST-P3/VAD).
-OBSTACLE_CLASSES: frozenset[str] = frozenset(
-    {
-        "car",
-        "truck",
-        "bus",
-        "trailer",
-        "construction_vehicle",
-        "pedestrian",
-        "motorcycle",
-        "bicycle",
-    }
-)
+OBSTACLE_CLASSES: frozenset[str] = frozenset(DETECTION_CLASSES) - {"traffic_cone", "barrier"}
 
 
 def nuscenes_future_boxes(

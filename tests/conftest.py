@@ -1,3 +1,5 @@
+"""Fixtures shared by the test packages: the real nuScenes keyframe in ../shared/data."""
+
 import json
 from pathlib import Path
 
@@ -6,7 +8,7 @@ import pytest
 
 from sensors.readers import read_lidar_file
 
-FRAME_DIR = Path(__file__).resolve().parents[2] / "../shared/data/nuscenes-frame"
+FRAME_DIR = Path(__file__).resolve().parents[1] / "../shared/data/nuscenes-frame"
 
 
 @pytest.fixture(scope="session")

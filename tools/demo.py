@@ -35,25 +35,17 @@ from calibration.sample import SyncedSample  # noqa: E402
 from eval.detection import evaluate_detections, write_metrics  # noqa: E402
 from eval.detection.report import markdown_summary, plot_curves  # noqa: E402
 from eval.runner import ModelRun, run_model  # noqa: E402
+from perception.config import FUSION_VARIANTS  # noqa: E402
 from sensors.datasets.frame_json import load_frame_json  # noqa: E402
 from sensors.types import CAMERA_CHANNELS  # noqa: E402
 from sensors.visualize import lidar_overlays  # noqa: E402
 
+BASELINE_VARIANTS = ("lidar_only", "camera_only", "lidar_ultrasonic")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FRAME = REPO / "../shared/data/nuscenes-frame"
 CHECKPOINTS = REPO / "perception/checkpoints"
-# Shown in this order when present; the fused variants last so the table reads bottom-up.
-VARIANT_ORDER = (
-    "lidar_only",
-    "camera_only",
-    "lidar_ultrasonic",
-    "mean",
-    "weighted",
-    "concat_conv",
-    "gated",
-    "serial",
-    "late",
-)
+# Baselines first, then the fused variants, so the table reads bottom-up.
+VARIANT_ORDER = tuple(sorted(FUSION_VARIANTS, key=lambda v: v not in BASELINE_VARIANTS))
 # Sensor faults applied to every variant: the sample with that modality removed.
 FAULTS = ("clean", "no_camera", "no_lidar")
 
