@@ -35,6 +35,9 @@ class ControlConfig:
         box_score_threshold: predicted boxes below this confidence do not trigger AEB.
         aeb_sensor_max_yaw_rad: only ultrasonic sensors looking within this angle of the
             direction of travel can trigger AEB (corner sensors see parked cars beside us).
+        aeb_ultrasonic_max_speed_mps: ultrasonic AEB works at parking speeds only, as in
+            production parking-brake assists: above ~10 km/h the stopping distance exceeds the
+            5.5 m range, and a wide cone then mostly echoes off kerbs and parked cars.
 
     """
 
@@ -50,6 +53,7 @@ class ControlConfig:
     corridor_margin_m: float = 0.25
     box_score_threshold: float = 0.3
     aeb_sensor_max_yaw_rad: float = math.radians(40.0)
+    aeb_ultrasonic_max_speed_mps: float = 3.0
 
 
 def stopping_distance_m(speed_mps: float, cfg: ControlConfig) -> float:
@@ -168,14 +172,21 @@ def aeb_reason(
 ) -> str:
     """Why AEB must fire now (``""`` when it must not)."""
     d_stop = stopping_distance_m(speed_mps, cfg)
-    if ultrasonic is not None and layout is not None:
+    slow = abs(speed_mps) <= cfg.aeb_ultrasonic_max_speed_mps
+    if ultrasonic is not None and layout is not None and slow:
         r = np.asarray(ultrasonic.ranges_m, np.float64)
         forward = np.abs(np.asarray(layout.yaw_ego_rad)) <= cfg.aeb_sensor_max_yaw_rad
         if speed_mps < -0.1:  # reversing: the rear sensors look along the motion
             yaw = np.asarray(layout.yaw_ego_rad)
             forward = np.abs(np.arctan2(np.sin(yaw - np.pi), np.cos(yaw - np.pi)))
             forward = forward <= cfg.aeb_sensor_max_yaw_rad
-        hits = r[forward & np.isfinite(r)]
+        # An ultrasonic cone cannot say where across it the echo is: take the boresight
+        # point, and only echoes whose point lies in the ego corridor count (a diagonal sensor
+        # sees parked cars and kerbs beside the lane at a few metres all the time).
+        yaw_b = np.asarray(layout.yaw_ego_rad)
+        lat_m = np.asarray(layout.position_ego_m)[:, 1] + np.nan_to_num(r) * np.sin(yaw_b)
+        in_corridor = np.abs(lat_m) <= HALF_WIDTH_M + cfg.corridor_margin_m
+        hits = r[forward & in_corridor & np.isfinite(r)]
         if hits.size and float(hits.min()) <= d_stop:
             kind = "derived " if ultrasonic.derived else ""
             return f"{kind}ultrasonic {float(hits.min()):.2f} m"

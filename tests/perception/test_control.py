@@ -89,6 +89,16 @@ def test_aeb_from_forward_ultrasonic_not_from_corner_or_far_echo():
     far[2] = d_stop + 1.0
     us = UltrasonicScan(far, 0)
     assert not compute_control(straight(v), v, ultrasonic=us, layout=layout).aeb
+    diagonal = np.full(12, np.nan, np.float32)
+    diagonal[1] = 1.0  # 35 deg sensor: 1.0 m along its axis is 1.17 m left, beside the car
+    us = UltrasonicScan(diagonal, 0)
+    assert 1.0 < d_stop
+    assert not compute_control(straight(v), v, ultrasonic=us, layout=layout).aeb
+    diagonal[1] = 0.3  # the same sensor 0.3 m from an obstacle: in the corridor, brake
+    us = UltrasonicScan(diagonal, 0)
+    assert compute_control(straight(v), v, ultrasonic=us, layout=layout).aeb
+    fast = 10.0  # above parking speed the 5.5 m ultrasonic cannot stop the car: no AEB from it
+    assert not compute_control(straight(fast), fast, ultrasonic=us, layout=layout).aeb
     rear = np.full(12, np.nan, np.float32)
     rear[8] = 0.3  # a rear sensor does not stop forward motion
     us = UltrasonicScan(rear, 0)
