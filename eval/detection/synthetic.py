@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from eval.detection.config import CATEGORY_TO_DETECTION_CLASS
+from eval.detection.config import ATTRIBUTE_NAMES, CATEGORY_TO_DETECTION_CLASS
 
 # Category per detection class (first match) and categories the detection task ignores.
 _CATEGORY_OF_CLASS = {}
@@ -32,16 +32,6 @@ for _cat, _cls in CATEGORY_TO_DETECTION_CLASS.items():
 _IGNORED_CATEGORIES = ("movable_object.debris", "vehicle.emergency.police")
 _RACK = "static_object.bicycle_rack"
 _CATEGORIES = tuple(CATEGORY_TO_DETECTION_CLASS) + _IGNORED_CATEGORIES + (_RACK,)
-_ATTRIBUTES = (
-    "pedestrian.moving",
-    "pedestrian.sitting_lying_down",
-    "pedestrian.standing",
-    "cycle.with_rider",
-    "cycle.without_rider",
-    "vehicle.moving",
-    "vehicle.parked",
-    "vehicle.stopped",
-)
 _SIZES = {
     "car": (1.9, 4.6, 1.7),
     "truck": (2.5, 7.0, 3.0),
@@ -154,7 +144,7 @@ def write_annotation_tables(
 
     category = [{"token": _token("category", c), "name": c, "description": c} for c in _CATEGORIES]
     cat_token = {c["name"]: c["token"] for c in category}
-    attribute = [{"token": _token("attr", a), "name": a, "description": a} for a in _ATTRIBUTES]
+    attribute = [{"token": _token("attr", a), "name": a, "description": a} for a in ATTRIBUTE_NAMES]
     attr_token = {a["name"]: a["token"] for a in attribute}
     visibility = [
         {"token": str(i), "level": lvl, "description": lvl}

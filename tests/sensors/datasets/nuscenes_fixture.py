@@ -20,6 +20,9 @@ from nuscenes.utils.data_classes import Box
 from nuscenes.utils.geometry_utils import points_in_box, transform_matrix
 from pyquaternion import Quaternion
 
+# The 13 tables the devkit loads (one list, shared with the generator).
+from sensors.sim.writer import TABLES
+
 SCENE_NAME = "scene-0061"
 VERSION = "v1.0-mini"
 DURATION_US = 3_000_000
@@ -121,24 +124,7 @@ def build(root: Path, with_ultrasonic: bool = False, with_can_bus: bool = True) 
     """Write the dataroot under ``root`` and return it."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
-    tables: dict[str, list[dict]] = {
-        k: []
-        for k in (
-            "category",
-            "attribute",
-            "visibility",
-            "instance",
-            "sensor",
-            "calibrated_sensor",
-            "ego_pose",
-            "log",
-            "scene",
-            "sample",
-            "sample_data",
-            "sample_annotation",
-            "map",
-        )
-    }
+    tables: dict[str, list[dict]] = {k: [] for k in TABLES}
     log_token, scene_token = tok("log"), tok("scene")
     tables["log"].append(
         {
