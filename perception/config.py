@@ -210,6 +210,10 @@ class LossConfig:
     heatmap_weight: float = 1.0
     regression_weight: float = 0.25
     planning_weight: float = 0.5
+    # Depth supervision of the camera lift from the LiDAR (BEVDepth): without it the depth
+    # distribution only learns from the detection loss, far too weak a signal for a small
+    # model trained briefly. 0 turns it off.
+    depth_weight: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,11 @@ class WeightedFuser(_Projecting):
         super().__init__(in_channels, channels)
         self.logits = nn.Parameter(torch.zeros(len(in_channels), channels if per_channel else 1))
 
+    @torch.no_grad()
+    def anchor(self, modality: str, logit: float) -> None:
+        """Start with ``modality`` weighted ``e**logit`` times each other one (see ``anchor``)."""
+        self.logits[self.modalities.index(modality)] += logit
+
     def forward(self, bevs: dict[str, torch.Tensor], presence: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) weighted sum; weights renormalised over the present modalities."""
         feats, present = self.projected(bevs, presence)  # (B, M, C, H, W), (B, M)
@@ -111,6 +116,11 @@ class GatedFuser(_Projecting):
             conv_bn_relu(m * channels + m, channels), nn.Conv2d(channels, m, 1)
         )
 
+    @torch.no_grad()
+    def anchor(self, modality: str, logit: float) -> None:
+        """Start with ``modality`` gated ``e**logit`` times each other one, in every cell."""
+        self.gate[-1].bias[self.modalities.index(modality)] += logit
+
     def forward(self, bevs: dict[str, torch.Tensor], presence: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) = sum_m softmax_m(gate)[m] * proj_m, softmax over present modalities."""
         feats, present = self.projected(bevs, presence)  # (B, M, C, H, W)
@@ -122,6 +132,27 @@ class GatedFuser(_Projecting):
 
 
 Fuser = MeanFuser | WeightedFuser | ConcatConvFuser | GatedFuser
+
+
+def anchor(fuser: nn.Module, modality: str, logit: float = 3.0) -> bool:
+    """Bias a freshly built fuser towards passing one modality through.
+
+    When the heads and that modality's projection come from a single-sensor checkpoint
+    (``--init-from lidar_only``), the fused model then starts where that model ended, and
+    training has to learn what the other sensors add instead of re-learning the heads on a
+    1/M-scaled mixture. Weights stay learnable; only the softmax fusers (``weighted``,
+    ``gated``) have such a knob.
+
+    Returns:
+        True when the fuser was biased, False when it has no weights to bias (``mean``,
+        ``concat_conv``, ``late``) or does not use ``modality``.
+
+    """
+    fn = getattr(fuser, "anchor", None)
+    if fn is None or modality not in getattr(fuser, "modalities", ()):
+        return False
+    fn(modality, logit)
+    return True
 
 
 def build_fuser(cfg: ModelConfig, in_channels: dict[str, int]) -> nn.Module:

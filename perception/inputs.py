@@ -380,6 +380,8 @@ class Batch:
         heatmap .. plan_mask: targets as in ``SampleArrays`` stacked over B, or None.
         camera_bev / lidar_bev: precomputed BEV maps of frozen branches (training from a
             feature cache), or None to run the branch.
+        depth_target: (B, 6, h, w) int64 lift depth bin of the nearest LiDAR return seen by
+            each feature pixel, -1 where none (depth supervision of the camera branch), or None.
 
     """
 
@@ -404,6 +406,7 @@ class Batch:
     plan_mask: torch.Tensor | None = None
     camera_bev: torch.Tensor | None = None
     lidar_bev: torch.Tensor | None = None
+    depth_target: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -503,6 +506,61 @@ def frustum_cell_index(
             np.float32
         )
     return out, proj
+
+
+def lidar_depth_target(
+    points_ego: np.ndarray,
+    img_from_ego: np.ndarray,
+    camera_mask: np.ndarray,
+    feature_hw: tuple[int, int],
+    depth_bins_m: tuple[float, float, int],
+) -> np.ndarray:
+    """Depth-bin target per camera feature pixel from the LiDAR (BEVDepth-style supervision).
+
+    Only the current sweep is used (time lag 0): older sweeps of moving objects sit where the
+    object no longer is. Each feature pixel takes its nearest return (the visible surface);
+    returns nearer or farther than half a bin beyond the lift range are left out.
+
+    Args:
+        points_ego: (N, 5) [x, y, z, intensity, time_lag_s], ego frame, metres.
+        img_from_ego: (K, 3, 4) ego -> feature-pixel projections (``frustum_cell_index``).
+        camera_mask: (K,) bool.
+        feature_hw: (h, w) feature-map size.
+        depth_bins_m: (first centre, last centre, count) of the lift depth bins, metres.
+
+    Returns:
+        (K, h, w) int64 bin index, -1 where no return is seen.
+
+    """
+    h, w = feature_hw
+    k_cams = img_from_ego.shape[0]
+    out = np.full((k_cams, h, w), -1, np.int64)
+    d0, d1, n_bins = float(depth_bins_m[0]), float(depth_bins_m[1]), int(depth_bins_m[2])
+    step = (d1 - d0) / max(n_bins - 1, 1)
+    cur = points_ego[points_ego[:, 4] <= 1e-3] if points_ego.shape[1] > 4 else points_ego
+    if len(cur) == 0:
+        return out
+    hom = np.concatenate([cur[:, :3], np.ones((len(cur), 1), np.float32)], axis=1)
+    for k in range(k_cams):
+        if not camera_mask[k]:
+            continue
+        uvz = hom @ img_from_ego[k].T  # third coordinate = depth along the optical axis
+        z = uvz[:, 2]
+        front = z > 1e-3
+        z = z[front]
+        col = np.floor(uvz[front, 0] / z).astype(np.int64)
+        row = np.floor(uvz[front, 1] / z).astype(np.int64)
+        bins = np.rint((z - d0) / step).astype(np.int64)
+        ok = (col >= 0) & (col < w) & (row >= 0) & (row < h) & (bins >= 0) & (bins < n_bins)
+        if not ok.any():
+            continue
+        pix, z, bins = (row * w + col)[ok], z[ok], bins[ok]
+        order = np.lexsort((z, pix))  # by pixel, nearest first
+        first = np.ones(len(order), bool)
+        first[1:] = pix[order][1:] != pix[order][:-1]
+        sel = order[first]
+        out[k].reshape(-1)[pix[sel]] = bins[sel]
+    return out
 
 
 def paint_index(
@@ -677,6 +735,16 @@ def collate(
     if all(s.has_targets for s in samples):
         for name in ("heatmap", "reg_index", "reg_target", "reg_mask", "vel_mask"):
             tg[name] = torch.from_numpy(np.stack([getattr(s, name) for s in samples]))
+        if uses_cam and cfg.loss.depth_weight > 0 and cfg.fusion.kind != "serial":
+            with maybe_stage(watch, "depth_target"):
+                dt = np.full((b, NUM_CAMERAS, *cfg.camera.feature_hw), -1, np.int64)
+                for i, s in enumerate(samples):
+                    if s.presence[0] and s.presence[1]:
+                        dt[i] = lidar_depth_target(
+                            s.points, proj[i], s.camera_mask, cfg.camera.feature_hw,
+                            cfg.camera.depth_bins_m,
+                        )
+                tg["depth_target"] = torch.from_numpy(dt)
     for name in ("plan_target", "plan_mask"):
         tg[name] = torch.from_numpy(np.stack([getattr(s, name) for s in samples]))
     return Batch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -13,6 +15,7 @@ from perception.fusion import build_fuser
 from perception.heads import HeadOutputs, Heads
 from perception.heads.losses import (
     TaskWeighting,
+    depth_loss,
     gaussian_focal_loss,
     planning_loss,
     regression_loss,
@@ -58,6 +61,7 @@ class FusionModel(nn.Module):
         b = batch.batch_size
         bevs: dict[str, torch.Tensor] = {}
         painted = None
+        depth_logits = None
         if batch.camera_bev is not None:  # frozen camera branch, from a feature cache
             bevs["camera"] = batch.camera_bev
         elif self.camera is not None:
@@ -69,9 +73,14 @@ class FusionModel(nn.Module):
                     painted = gather_paint(feats, batch.paint_index)
             else:
                 with maybe_stage(watch, "view_transform"):
-                    cam_bev = self.camera.view_transform(
-                        img, batch.cell_index, batch.camera_mask
-                    )
+                    if batch.depth_target is not None:
+                        cam_bev, depth_logits = self.camera.view_transform(
+                            img, batch.cell_index, batch.camera_mask, return_depth_logits=True
+                        )
+                    else:
+                        cam_bev = self.camera.view_transform(
+                            img, batch.cell_index, batch.camera_mask
+                        )
                 with maybe_stage(watch, "camera_bev_encoder"):
                     bevs["camera"] = self.camera.bev_encoder(cam_bev)
         if batch.lidar_bev is not None:  # frozen LiDAR branch, from a feature cache
@@ -86,11 +95,15 @@ class FusionModel(nn.Module):
                 bevs["ultrasonic"] = self.ultrasonic(batch.ultrasonic_raster)
         if self.late:  # decision-level: a head per modality, mixed by learned weights
             with maybe_stage(watch, "heads"):
-                return self.fuser(bevs, batch.presence, batch.command, batch.ego_status)
-        with maybe_stage(watch, "fuser"):
-            fused = self.fuser(bevs, batch.presence)
-        with maybe_stage(watch, "heads"):
-            return self.heads(fused, batch.command, batch.ego_status)
+                out = self.fuser(bevs, batch.presence, batch.command, batch.ego_status)
+        else:
+            with maybe_stage(watch, "fuser"):
+                fused = self.fuser(bevs, batch.presence)
+            with maybe_stage(watch, "heads"):
+                out = self.heads(fused, batch.command, batch.ego_status)
+        if depth_logits is not None:
+            out = dataclasses.replace(out, depth_logits=depth_logits)
+        return out
 
     @torch.no_grad()
     def branch_bevs(self, batch: Batch, which: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -122,6 +135,11 @@ class FusionModel(nn.Module):
         plan = planning_loss(out.waypoints, batch.plan_target, batch.plan_mask)
         total = self.task_weighting(heat, reg, plan)
         parts = {k: float(v.detach()) for k, v in (("heatmap", heat), ("reg", reg), ("plan", plan))}
+        parts["depth"] = 0.0
+        if out.depth_logits is not None and batch.depth_target is not None:
+            depth = depth_loss(out.depth_logits, batch.depth_target)
+            total = total + self.cfg.loss.depth_weight * depth
+            parts["depth"] = float(depth.detach())
         return total, parts
 
 

@@ -32,6 +32,7 @@ from calibration.sample import Boxes3D
 from calibration.se3 import SE3
 from perception.checkpoint import git_commit, save_checkpoint
 from perception.config import MODALITY_ORDER, ModelConfig, preset
+from perception.fusion import anchor as anchor_fuser
 from perception.heads import decode_detections
 from perception.inputs import NUM_CAMERAS, Batch, SampleArrays, collate, prepare_sample
 from perception.model import FusionModel, build_model
@@ -57,6 +58,7 @@ class TrainOptions:
         init_from: checkpoint folders whose matching weights initialise the model.
         freeze: modality branches to freeze (``camera``, ``lidar``, ``ultrasonic``).
         modality_dropout: per-modality drop probability (None = the preset's).
+        anchor: modality the fuser starts biased towards (``perception.fusion.anchor``).
         amp: bfloat16 autocast on CUDA.
         max_samples: use only the first N training samples (smoke runs).
         log_every / save_every: steps between log lines / checkpoints.
@@ -83,6 +85,7 @@ class TrainOptions:
     init_from: tuple[str, ...] = ()
     freeze: tuple[str, ...] = ()
     modality_dropout: tuple[float, float, float] | None = None
+    anchor: str | None = None
     amp: bool = True
     max_samples: int | None = None
     log_every: int = 20
@@ -283,7 +286,8 @@ class TrainStep(nn.Module):
         """Total loss and the detached parts (heatmap, regression, planning)."""
         out = self.model(batch)
         total, parts = self.model.loss(out, batch)
-        return total, torch.tensor([parts["heatmap"], parts["reg"]]), torch.tensor(parts["plan"])
+        det = torch.tensor([parts["heatmap"], parts["reg"], parts["depth"]])
+        return total, det, torch.tensor(parts["plan"])
 
 
 def init_from_checkpoints(model: nn.Module, paths: tuple[str, ...]) -> int:
@@ -379,6 +383,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         dropout = (0.0, 0.0, 0.0)  # a single-sensor model would only see blank frames
     model = build_model(cfg)
     n_init = init_from_checkpoints(model, opts.init_from) if opts.init_from else 0
+    anchored = bool(opts.anchor) and anchor_fuser(model.fuser, opts.anchor)
     model = model.to(device)
     # Frozen camera/LiDAR branches: compute their BEV maps once, train on the cache.
     cached = tuple(
@@ -462,6 +467,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         "init_from": list(opts.init_from),
         "initialised_tensors": n_init,
         "freeze": list(opts.freeze),
+        "anchor": opts.anchor if anchored else None,
         "bev_feature_cache": list(cached),
         "device": str(device),
         "world_size": dist.get_world_size() if distributed else 1,
@@ -514,6 +520,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
             if log is not None and (step % opts.log_every == 0 or step == total_steps):
                 rec = {"step": step, "loss": value, "loss_ema": ema,
                        "heatmap": float(det_parts[0]), "reg": float(det_parts[1]),
+                       "depth": float(det_parts[2]),
                        "plan": float(plan_part), "lr": scheduler.get_last_lr()[0],
                        "elapsed_s": round(time.time() - t_start, 1)}
                 log.write(json.dumps(rec) + "\n")

@@ -2,18 +2,21 @@
 # Train the shipped tiny-preset checkpoints (perception/checkpoints/<variant>/) on the synthetic
 # trainval split. Budgeted for 2 shared CPU cores (~50 min); on a GPU raise the step counts.
 #
-#   python tools/make_dataset.py --out data/sim-trainval --version v1.0-trainval --scenes 20
+#   python tools/make_dataset.py --out data/sim-trainval --version v1.0-trainval --scenes 25
 #   bash tools/train_shipped.sh
 #   python tools/train.py --evaluate perception/checkpoints/* --dataroot data/sim-trainval \
 #       --version v1.0-trainval --split val
 #
 # Recipe (same budget for every variant):
-# 1) lidar_only and camera_only train their branches and heads from scratch (BASE_STEPS).
+# 1) lidar_only and camera_only train their branches and heads from scratch (BASE_STEPS;
+#    the camera branch, which also learns depth from the LiDAR, CAMERA_STEPS).
 # 2) Every variant then trains FUSED_STEPS more steps with the camera and LiDAR branches
 #    frozen at the stage-1 weights (their BEV maps are computed once and cached): the fused
 #    variants train their fuser, ultrasonic branch and heads (heads start from lidar_only's);
 #    the two baselines train their heads the same number of steps, so that no variant wins
-#    by having trained longer.
+#    by having trained longer. Modality dropout here is camera/LiDAR/ultrasonic
+#    STAGE2_DROPOUT: LiDAR is dropped rarely, so that the heads mostly learn what the camera
+#    and ultrasonic add to it, yet still work without it.
 # 3) serial (painting changes the LiDAR input) fine-tunes everything from the same start.
 set -euo pipefail
 DATA=${DATA:-data/sim-trainval}
@@ -21,26 +24,32 @@ VER=${VER:-v1.0-trainval}
 OUT=${OUT:-perception/checkpoints}
 PY=${PY:-.venv/bin/python}
 BASE_STEPS=${BASE_STEPS:-400}
+CAMERA_STEPS=${CAMERA_STEPS:-600}
+STAGE2_DROPOUT=${STAGE2_DROPOUT:-0.15 0.05 0.15}
 FUSED_STEPS=${FUSED_STEPS:-400}
 SERIAL_STEPS=${SERIAL_STEPS:-250}
 STAGE1=${STAGE1:-outputs/stage1}
 # One torch thread per job and two jobs at a time: the two cores, no OpenMP oversubscription.
 common=(--preset tiny --dataroot "$DATA" --version "$VER" --split train --threads 1
         --save-every 100)
-init=(--init-from "$STAGE1/camera_only" "$STAGE1/lidar_only" --freeze camera lidar)
+# The weighted and gated fusers start biased towards the LiDAR (whose projection and heads
+# come from lidar_only); see perception.fusion.anchor.
+init=(--init-from "$STAGE1/camera_only" "$STAGE1/lidar_only" --freeze camera lidar
+      --anchor lidar)
 
 # Stage 1
 $PY tools/train.py --variant lidar_only "${common[@]}" --steps "$BASE_STEPS" \
     --out "$STAGE1/lidar_only" &
-$PY tools/train.py --variant camera_only "${common[@]}" --steps "$BASE_STEPS" \
+$PY tools/train.py --variant camera_only "${common[@]}" --steps "$CAMERA_STEPS" \
     --out "$STAGE1/camera_only" &
 wait
 # Stage 2
 for pair in "concat_conv lidar_ultrasonic" "gated mean" "weighted late" \
             "lidar_only camera_only"; do
     for v in $pair; do
+        # shellcheck disable=SC2086 - STAGE2_DROPOUT is three numbers
         $PY tools/train.py --variant "$v" "${common[@]}" "${init[@]}" --steps "$FUSED_STEPS" \
-            --out "$OUT/$v" &
+            --modality-dropout $STAGE2_DROPOUT --out "$OUT/$v" &
     done
     wait
 done

@@ -131,23 +131,31 @@ class LiftSplat(nn.Module):
         self.pool_impl = cam.pool_impl
 
     def forward(
-        self, feats: torch.Tensor, cell_index: torch.Tensor, camera_mask: torch.Tensor
-    ) -> torch.Tensor:
+        self,
+        feats: torch.Tensor,
+        cell_index: torch.Tensor,
+        camera_mask: torch.Tensor,
+        return_depth_logits: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Lift and splat.
 
         Args:
             feats: (B * K, C_in, h, w) image features of K cameras per sample.
             cell_index: (B, K, D, h, w) int64, -1 outside the grid or for a missing camera.
             camera_mask: (B, K) bool.
+            return_depth_logits: also return the (B, K, D, h, w) depth logits (for depth
+                supervision).
 
         Returns:
-            (B, C, H, W) camera BEV features (zero where no camera sees).
+            (B, C, H, W) camera BEV features (zero where no camera sees), and the depth logits
+            when asked.
 
         """
         b, k = camera_mask.shape
         hgrid, wgrid = self.grid_hw
         x = self.head(feats)
-        depth = x[:, : self.num_depth].float().softmax(dim=1)  # (BK, D, h, w)
+        logits = x[:, : self.num_depth].float()
+        depth = logits.softmax(dim=1)  # (BK, D, h, w)
         ctx = x[:, self.num_depth :].float().permute(0, 2, 3, 1).contiguous()  # (BK, h, w, C)
         n_cells = hgrid * wgrid
         # Missing cameras contribute nothing; cells are offset per sample so one pool serves B.
@@ -158,7 +166,10 @@ class LiftSplat(nn.Module):
             pooled = BevPoolFunction.apply(depth, ctx, ci, b * n_cells)
         else:
             pooled = bev_pool_torch(depth, ctx, ci, b * n_cells)
-        return pooled.view(b, hgrid, wgrid, self.channels).permute(0, 3, 1, 2).contiguous()
+        bev = pooled.view(b, hgrid, wgrid, self.channels).permute(0, 3, 1, 2).contiguous()
+        if return_depth_logits:
+            return bev, logits.unflatten(0, (b, k))
+        return bev
 
 
 class CameraBackbone(nn.Module):

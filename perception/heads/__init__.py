@@ -23,12 +23,15 @@ class HeadOutputs:
         heatmap: (B, num_classes, H, W) logits, grouped class order.
         reg: (B, G, 10, H, W) box regression (``perception.inputs.REG_CHANNELS``).
         waypoints: (B, T, 2) planned ego positions, metres.
+        depth_logits: (B, K, D, h, w) camera lift depth logits when the camera branch ran in
+            training with depth targets, else None.
 
     """
 
     heatmap: torch.Tensor
     reg: torch.Tensor
     waypoints: torch.Tensor
+    depth_logits: torch.Tensor | None = None
 
 
 class Heads(nn.Module):

@@ -12,6 +12,25 @@ from perception.inputs import NUM_REG
 REG_CODE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
 
 
+def depth_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the lift depth distribution against LiDAR depth bins.
+
+    Args:
+        logits: (B, K, D, h, w) depth logits.
+        target: (B, K, h, w) int64 bin, -1 where no LiDAR return was seen (ignored).
+
+    Returns:
+        Mean over supervised pixels (0 when there are none, still differentiable).
+
+    """
+    d = logits.shape[2]
+    flat = logits.float().movedim(2, -1).reshape(-1, d)
+    tgt = target.reshape(-1)
+    if not bool((tgt >= 0).any()):
+        return flat.sum() * 0.0
+    return nn.functional.cross_entropy(flat, tgt, ignore_index=-1)
+
+
 def gaussian_focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """CenterNet focal loss on (B, C, H, W) logits vs Gaussian targets, per positive.
 

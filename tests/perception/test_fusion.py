@@ -63,3 +63,38 @@ def test_mean_fuser_is_the_mean_of_present_projections():
         proj = {m: fuser.proj[m](bevs[m]) for m in CH}
         out = fuser(bevs, torch.tensor([[True, False, True]]))
     torch.testing.assert_close(out, (proj["camera"] + proj["ultrasonic"]) / 2)
+
+
+@pytest.mark.parametrize("kind", ["weighted", "gated"])
+def test_anchor_starts_the_fuser_near_the_anchored_modality(kind):
+    from perception.fusion import anchor
+
+    cfg = preset("tiny", kind)
+    torch.manual_seed(0)
+    fuser = build_fuser(cfg, dict(CH)).eval()
+    bevs = _inputs(b=2)
+    presence = torch.tensor([[1, 1, 1], [1, 0, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        proj = {m: fuser.proj[m](bevs[m]) for m in CH}
+        before = fuser(bevs, presence)
+        assert anchor(fuser, "lidar", 3.0)
+        after = fuser(bevs, presence)
+    # All present: LiDAR weighted e^3 : 1 : 1 against the others, i.e. 0.909 of the output.
+    w = torch.exp(torch.tensor(3.0)) / (torch.exp(torch.tensor(3.0)) + 2)
+    err_after = (after[0] - proj["lidar"][0]).abs().mean()
+    err_before = (before[0] - proj["lidar"][0]).abs().mean()
+    assert err_after < 0.35 * err_before
+    if kind == "weighted":
+        others = (proj["camera"][0] + proj["ultrasonic"][0]) * (1 - w) / 2
+        torch.testing.assert_close(after[0], w * proj["lidar"][0] + others, rtol=1e-5,
+                                   atol=1e-5)
+    # LiDAR absent: the anchor cannot resurrect it; the rest is renormalised as before.
+    torch.testing.assert_close(after[1], before[1], rtol=1e-6, atol=1e-6)
+
+
+def test_anchor_reports_fusers_without_a_knob():
+    from perception.fusion import anchor
+
+    for kind in ("mean", "concat_conv"):
+        assert not anchor(build_fuser(preset("tiny", kind), dict(CH)), "lidar")
+    assert not anchor(build_fuser(preset("tiny", "gated"), {"camera": 6}), "lidar")
