@@ -221,6 +221,201 @@ def _fill_parallel(points, start, order, out):
         _gather_voxel(points, start, order, out, v)
 
 
+# ---------------------------------------------------------------------------------------
+# Serial fused path: keys, assignment and the copy of each kept point in one pass.
+# ---------------------------------------------------------------------------------------
+
+# Points per chunk of the fused pass: their x, y, z are transposed into three small
+# contiguous buffers (L1-resident) so that the key arithmetic vectorizes (8 float32 divisions
+# per instruction instead of one: the divider was the bottleneck of the scalar key loop).
+_CHUNK = 256
+# A dense cell -> voxel table (int32 per cell) replaces the hash when it is no bigger than
+# this or than the hash table would be: one load per point, no probing, no key compare.
+_DENSE_MAX_BYTES = 1 << 21
+
+
+@numba.njit(cache=True, inline="always")
+def _chunk_keys(points, c0, m, vsize, rmin, gx, gy, fgx, fgy, fgz, xs, ys, zs, izs, iys, ixs,
+                keys):
+    # keys[t] for points c0 + t, t < m, and their (z, y, x) in (izs, iys, ixs)[t]: the same
+    # float32 arithmetic and result as _point_key, in int32 (the caller checked the grid has
+    # fewer than 2**31 cells). x, y, z are first transposed into xs, ys, zs, so that the loop
+    # below reads contiguous 1-D buffers and vectorizes (scalars, not small arrays, for the
+    # constants: a load from an array that might alias the outputs blocks vectorization).
+    for t in range(m):
+        xs[t] = points[c0 + t, 0]
+        ys[t] = points[c0 + t, 1]
+        zs[t] = points[c0 + t, 2]
+    sx, sy, sz = vsize[0], vsize[1], vsize[2]
+    mx, my, mz = rmin[0], rmin[1], rmin[2]
+    for t in range(m):
+        fz = np.floor((zs[t] - mz) / sz)
+        fy = np.floor((ys[t] - my) / sy)
+        fx = np.floor((xs[t] - mx) / sx)
+        ok = (fz >= 0) & (fz < fgz) & (fy >= 0) & (fy < fgy) & (fx >= 0) & (fx < fgx)
+        # Out-of-range and NaN values become 0 before the (otherwise undefined) conversion.
+        iz = np.int32(fz if ok else np.float32(0.0))
+        iy = np.int32(fy if ok else np.float32(0.0))
+        ix = np.int32(fx if ok else np.float32(0.0))
+        izs[t] = iz
+        iys[t] = iy
+        ixs[t] = ix
+        key = (iz * gy + iy) * gx + ix
+        keys[t] = key if ok else np.int32(-1)
+
+
+@numba.njit(cache=True, inline="always")
+def _open_voxel(out, coords, v, izs, iys, ixs, t):
+    # Zero the voxel's whole row when it opens (rows open in order, so these writes stream):
+    # padding then costs nothing later, and only the M rows in use are ever touched.
+    for s in range(out.shape[1]):
+        for k in range(out.shape[2]):
+            out[v, s, k] = 0.0
+    coords[v, 0] = izs[t]
+    coords[v, 1] = iys[t]
+    coords[v, 2] = ixs[t]
+
+
+@numba.njit(cache=True, inline="always")
+def _copy_point(points, i, out, v, s):
+    for k in range(points.shape[1]):
+        out[v, s, k] = points[i, k]
+
+
+@numba.njit(cache=True)
+def _fused_dense(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, table, out,
+                 coords, counts):
+    """One pass: key, voxel id from the dense cell ``table`` (-1: not open), point appended
+    to ``out[v]``. Returns the number of voxels M; out, coords, counts are valid up to M.
+    """
+    n = points.shape[0]
+    xs = np.empty(_CHUNK, dtype=np.float32)
+    ys = np.empty(_CHUNK, dtype=np.float32)
+    zs = np.empty(_CHUNK, dtype=np.float32)
+    izs = np.empty(_CHUNK, dtype=np.int32)
+    iys = np.empty(_CHUNK, dtype=np.int32)
+    ixs = np.empty(_CHUNK, dtype=np.int32)
+    keys = np.empty(_CHUNK, dtype=np.int32)
+    fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
+    gx32, gy32 = np.int32(gx), np.int32(gy)
+    nvox = 0
+    last_key = np.int32(-1)
+    last_v = -1
+    for c0 in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - c0)
+        _chunk_keys(points, c0, m, vsize, rmin, gx32, gy32, fgx, fgy, fgz, xs, ys, zs, izs,
+                    iys, ixs, keys)
+        for t in range(m):
+            if t + _PREFETCH_AHEAD < m and keys[t + _PREFETCH_AHEAD] >= 0:
+                prefetch(table, keys[t + _PREFETCH_AHEAD])
+            key = keys[t]
+            if key < 0:
+                continue
+            # Consecutive LiDAR returns often share a voxel: skip the lookup for them.
+            if key != last_key:
+                last_key = key
+                v = table[key]
+                if v < 0 and nvox < max_voxels:
+                    v = nvox
+                    table[key] = v
+                    _open_voxel(out, coords, nvox, izs, iys, ixs, t)
+                    nvox += 1
+                last_v = v  # stays -1 when the voxel cap binds: the voxel never opens
+            if last_v < 0:
+                continue
+            s = counts[last_v]
+            if s < max_points:
+                counts[last_v] = s + 1
+                _copy_point(points, c0 + t, out, last_v, s)
+    return nvox
+
+
+@numba.njit(cache=True)
+def _fused_hash(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, out, coords,
+                counts):
+    """As ``_fused_dense`` with the open-addressing hash of ``_assign`` instead of the table
+    (rows [key, voxel id], >= 2x the voxels it can hold, probes prefetched ahead).
+    """
+    n = points.shape[0]
+    cap = out.shape[0]
+    bits = 4
+    while (1 << bits) < 2 * cap:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    table = np.empty((1 << bits, 2), dtype=np.int64)
+    table[:, 0] = -1
+    xs = np.empty(_CHUNK, dtype=np.float32)
+    ys = np.empty(_CHUNK, dtype=np.float32)
+    zs = np.empty(_CHUNK, dtype=np.float32)
+    izs = np.empty(_CHUNK, dtype=np.int32)
+    iys = np.empty(_CHUNK, dtype=np.int32)
+    ixs = np.empty(_CHUNK, dtype=np.int32)
+    keys = np.empty(_CHUNK, dtype=np.int32)
+    fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
+    gx32, gy32 = np.int32(gx), np.int32(gy)
+    nvox = 0
+    last_key = np.int32(-1)
+    last_v = np.int64(-1)
+    for c0 in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - c0)
+        _chunk_keys(points, c0, m, vsize, rmin, gx32, gy32, fgx, fgy, fgz, xs, ys, zs, izs,
+                    iys, ixs, keys)
+        for t in range(m):
+            if t + _PREFETCH_AHEAD < m and keys[t + _PREFETCH_AHEAD] >= 0:
+                prefetch(table, _slot_of(np.int64(keys[t + _PREFETCH_AHEAD]), shift))
+            key = keys[t]
+            if key < 0:
+                continue
+            if key != last_key:
+                last_key = key
+                k64 = np.int64(key)
+                h = _slot_of(k64, shift)
+                while True:
+                    k = table[h, 0]
+                    if k == k64:
+                        last_v = table[h, 1]
+                        break
+                    if k == -1:
+                        if nvox < max_voxels:
+                            table[h, 0] = k64
+                            table[h, 1] = nvox
+                            _open_voxel(out, coords, nvox, izs, iys, ixs, t)
+                            last_v = nvox
+                            nvox += 1
+                        else:
+                            last_v = -1  # the voxel cap binds: this voxel never opens
+                        break
+                    h = (h + 1) & mask
+            if last_v < 0:
+                continue
+            s = counts[last_v]
+            if s < max_points:
+                counts[last_v] = s + 1
+                _copy_point(points, c0 + t, out, last_v, s)
+    return nvox
+
+
+def _hard_serial_fused(pts: np.ndarray, grid: VoxelGrid, p: int, m: int):
+    """Serial hard voxelization in one pass (grids of fewer than 2**31 cells)."""
+    gx, gy, gz = (int(g) for g in grid.shape_xyz)
+    cap = min(pts.shape[0], m)
+    # Sized for the most voxels there can be; only the rows that open are ever written
+    # (np.empty: untouched pages cost nothing), and the result is a view of the first M.
+    out = np.empty((cap, p, pts.shape[1]), dtype=np.float32)
+    coords = np.empty((cap, 3), dtype=np.int32)
+    counts = np.zeros(cap, dtype=np.int32)
+    if grid.num_cells * 4 <= max(_DENSE_MAX_BYTES, 32 * cap):  # vs the hash's 16 B x >=2 cap
+        # int16 ids when they fit: half the table, so that more of it stays in L2.
+        table = np.full(grid.num_cells, -1, dtype=np.int16 if cap < 2**15 else np.int32)
+        nvox = _fused_dense(pts, grid.voxel_size, grid.range_min, gx, gy, gz, p, m, table,
+                            out, coords, counts)
+    else:
+        nvox = _fused_hash(pts, grid.voxel_size, grid.range_min, gx, gy, gz, p, m, out,
+                           coords, counts)
+    return out[:nvox], coords[:nvox], counts[:nvox]
+
+
 def _check_caps(max_points_per_voxel: int, max_voxels: int) -> tuple[int, int]:
     p, m = int(max_points_per_voxel), int(max_voxels)
     if p < 1 or m < 0:
@@ -286,6 +481,8 @@ def hard_voxelize(
     pts = as_points(points)
     grid = make_grid(voxel_size_m, point_range_m)
     p, m = _check_caps(max_points_per_voxel, max_voxels)
+    if not parallel and grid.num_cells < 2**31:
+        return _hard_serial_fused(pts, grid, p, m)
     start, order, coords, counts = assign_voxels(pts, grid, p, m, parallel)
     out = np.empty((coords.shape[0], p, pts.shape[1]), dtype=np.float32)
     (_fill_parallel if parallel else _fill_serial)(pts, start, order, out)

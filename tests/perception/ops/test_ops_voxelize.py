@@ -204,3 +204,40 @@ def test_float64_input_and_errors():
         hard_voxelize(pts, (1, 1, 1), (0, 0, 0, 1, -1, 1), 5, 5)
     with pytest.raises(ValueError, match="max_points_per_voxel"):
         hard_voxelize(pts, (1, 1, 1), (0, 0, 0, 1, 1, 1), 0, 5)
+
+
+@pytest.mark.parametrize("dense_max_bytes", [0, 1 << 40], ids=["hash", "dense"])
+def test_fused_table_kinds_match_reference(monkeypatch, dense_max_bytes):
+    """The serial fused pass with the dense cell table forced on or off (hash) everywhere."""
+    from perception.ops import voxelize
+    monkeypatch.setattr(voxelize, "_DENSE_MAX_BYTES", dense_max_bytes)
+    rng = np.random.default_rng(5)
+    for cfg in (dict(voxel_size_m=(0.5, 0.5, 0.5), point_range_m=(-4, -4, -2, 4, 4, 2)),
+                dict(voxel_size_m=(0.3, 0.7, 0.25),
+                     point_range_m=(-1.1, 0.3, -0.9, 2.0, 5.2, 1.3))):
+        pts = boundary_cloud(rng, 3000, cfg["voxel_size_m"], cfg["point_range_m"])
+        for p, m in ((3, 50), (12, 4000)):
+            ref = hard_voxelize_reference(pts, **cfg, max_points_per_voxel=p, max_voxels=m)
+            assert_same(voxelize.hard_voxelize(pts, **cfg, max_points_per_voxel=p, max_voxels=m),
+                        ref)
+
+
+def test_dense_table_int32_ids():
+    """More than 2**15 voxels on a small grid: the dense table holds int32 ids, not int16."""
+    rng = np.random.default_rng(6)
+    cfg = dict(voxel_size_m=(0.25, 0.25, 8.0), point_range_m=(0, 0, -4, 64, 64, 4))  # 65536 cells
+    pts = boundary_cloud(rng, 120000, cfg["voxel_size_m"], cfg["point_range_m"], 0.2, 0.01)
+    for m in (40000, 100000):
+        ref = all_variants(pts, **cfg, max_points_per_voxel=4, max_voxels=m)
+        assert ref[0].shape[0] > 2**15
+
+
+def test_result_is_independent_of_the_buffer():
+    """The result is a view of a buffer sized for the cap; a second call does not alias it."""
+    rng = np.random.default_rng(8)
+    pts = boundary_cloud(rng, 2000, (0.5, 0.5, 0.5), (-4, -4, -2, 4, 4, 2))
+    a = hard_voxelize(pts, (0.5, 0.5, 0.5), (-4, -4, -2, 4, 4, 2), 5, 1000)
+    keep = [x.copy() for x in a]
+    hard_voxelize(pts[::-1].copy(), (0.5, 0.5, 0.5), (-4, -4, -2, 4, 4, 2), 5, 1000)
+    assert_same(a, keep)
+    assert a[0].flags.c_contiguous and a[1].flags.c_contiguous
