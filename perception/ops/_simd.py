@@ -10,8 +10,12 @@ flag), so the numpy references can reproduce every rounding:
 * ``axpy4(acc, f0..f3, d0..d3)``: ``acc = (((acc + d0*f0) + d1*f1) + d2*f2) + d3*f3``
 * ``dot8(a, b)``: lane ``l`` sums ``a[q] * b[q]`` for ``q = l, l+8, ...`` in order, then
   ``((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))``.
+* ``segment_sumV(out, k, c0, feats, rows, dep, idx, start, end, first)`` (V = 1..12 vectors):
+  a gathered ``axpy1`` over a list of points with the accumulator row held in V registers
+  for the whole list (loaded once, stored once) - per channel the same additions, in order.
 
-All arrays are 1-D C-contiguous float32 of the same length (the caller guarantees it).
+For axpy1/axpy4/dot8 all arrays are 1-D C-contiguous float32 of the same length; for
+segment_sum out and feats are 2-D C-contiguous float32 (the caller guarantees the bounds).
 """
 
 from __future__ import annotations
@@ -118,3 +122,144 @@ def dot8(typingctx, a, b):
                    add(add(lane[1], lane[5]), add(lane[3], lane[7])))
 
     return types.float32(a, b), codegen
+
+
+def _segment_sum_codegen(nv, context, builder, sig, args):
+    out_t, _, _, feats_t, rows_t, dep_t, idx_t = sig.args[:7]
+    oa, fa, ra, da, ia = (context.make_array(t)(context, builder, args[i]) for i, t in
+                          ((0, out_t), (3, feats_t), (4, rows_t), (5, dep_t), (6, idx_t)))
+    intp = context.get_value_type(types.intp)
+
+    def as_intp(i):
+        return context.cast(builder, args[i], sig.args[i], types.intp)
+
+    def load_index(arr, ty, e):
+        return context.cast(builder, builder.load(builder.gep(arr.data, [e])), ty.dtype,
+                            types.intp)
+
+    k, c0, start, end = as_intp(1), as_intp(2), as_intp(7), as_intp(8)
+    first = context.cast(builder, args[9], sig.args[9], types.boolean)
+    c_out = builder.extract_value(oa.shape, 1)
+    c_feat = builder.extract_value(fa.shape, 1)
+    optr = builder.gep(oa.data, [builder.add(builder.mul(k, c_out), c0)])
+    # Accumulators as allocas in the entry block: LLVM promotes them to registers.
+    accs = [cgutils.alloca_once(builder, _V8) for _ in range(nv)]
+    with builder.if_else(first) as (then, otherwise):
+        with then:
+            for a in accs:
+                builder.store(ir.Constant(_V8, [0.0] * 8), a)
+        with otherwise:
+            for v, a in enumerate(accs):
+                builder.store(builder.load(_vptr(builder, optr, intp(8 * v)), align=4), a)
+    with cgutils.for_range_slice(builder, start, end, intp(1)) as (e, _):
+        d = _splat(builder, builder.load(builder.gep(da.data, [load_index(ia, idx_t, e)])))
+        row = load_index(ra, rows_t, e)
+        fptr = builder.gep(fa.data, [builder.add(builder.mul(row, c_feat), c0)])
+        for v, a in enumerate(accs):
+            prod = builder.fmul(d, builder.load(_vptr(builder, fptr, intp(8 * v)), align=4))
+            builder.store(builder.fadd(builder.load(a), prod), a)
+    for v, a in enumerate(accs):
+        builder.store(builder.load(a), _vptr(builder, optr, intp(8 * v)), align=4)
+    return context.get_dummy_value()
+
+
+def _is_index(t) -> bool:
+    return isinstance(t, types.Array) and t.ndim == 1 and isinstance(t.dtype, types.Integer)
+
+
+def _is_matrix(t) -> bool:
+    return (isinstance(t, types.Array) and t.ndim == 2 and t.layout == "C"
+            and t.dtype == types.float32)
+
+
+def _make_segment_sum(nv):
+    @intrinsic
+    def segment_sum(typingctx, out, k, c0, feats, rows, dep, idx, start, end, first):
+        if not (_is_matrix(out) and _is_matrix(feats) and _is_index(rows) and _is_index(idx)
+                and isinstance(dep, types.Array) and dep.ndim == 1
+                and dep.dtype == types.float32):
+            return None
+        sig = types.void(out, k, c0, feats, rows, dep, idx, start, end, first)
+
+        def codegen(context, builder, sig, args):
+            return _segment_sum_codegen(nv, context, builder, sig, args)
+
+        return sig, codegen
+
+    segment_sum.__doc__ = (
+        f"``out[k, c0:c0+{8 * nv}] = (0 if first else out[k, c0:c0+{8 * nv}]) + sum over e in "
+        f"[start, end), in order, of dep[idx[e]] * feats[rows[e], c0:c0+{8 * nv}]``, the "
+        "accumulators held in registers; the caller guarantees the bounds.")
+    return segment_sum
+
+
+# Accumulating up to 12 vectors (96 channels) in registers: 12 accumulators + the splat +
+# one loaded vector fit AVX2's 16 ymm registers.
+SEGMENT_SUM_MAX_VECTORS = 12
+(segment_sum1, segment_sum2, segment_sum3, segment_sum4, segment_sum5, segment_sum6,
+ segment_sum7, segment_sum8, segment_sum9, segment_sum10, segment_sum11,
+ segment_sum12) = (_make_segment_sum(nv) for nv in range(1, SEGMENT_SUM_MAX_VECTORS + 1))
+
+
+def _row_backward_codegen(nv, context, builder, sig, args):
+    go_t, f_t, _, ci_t, dep_t, gd_t = sig.args[:6]
+    gf_t = sig.args[9]
+    goa, fa, cia, da, gda, gfa = (context.make_array(t)(context, builder, args[i]) for i, t in
+                                  ((0, go_t), (1, f_t), (3, ci_t), (4, dep_t), (5, gd_t),
+                                   (9, gf_t)))
+    intp = context.get_value_type(types.intp)
+
+    def as_intp(i):
+        return context.cast(builder, args[i], sig.args[i], types.intp)
+
+    r, base, stride, d_bins = as_intp(2), as_intp(6), as_intp(7), as_intp(8)
+    c = builder.extract_value(fa.shape, 1)
+    fptr = builder.gep(fa.data, [builder.mul(r, c)])
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(_V8, [0.0] * 8)) for _ in range(nv)]
+    with cgutils.for_range(builder, d_bins) as loop:
+        off = builder.add(base, builder.mul(loop.index, stride))
+        k = context.cast(builder, builder.load(builder.gep(cia.data, [off])), ci_t.dtype,
+                         types.intp)
+        with builder.if_then(builder.icmp_signed(">=", k, intp(0))):
+            gptr = builder.gep(goa.data, [builder.mul(k, c)])
+            d = _splat(builder, builder.load(builder.gep(da.data, [off])))
+            lanes = ir.Constant(_V8, [0.0] * 8)
+            for v, a in enumerate(accs):
+                g = builder.load(_vptr(builder, gptr, intp(8 * v)), align=4)
+                builder.store(builder.fadd(builder.load(a), builder.fmul(d, g)), a)
+                f = builder.load(_vptr(builder, fptr, intp(8 * v)), align=4)
+                lanes = builder.fadd(lanes, builder.fmul(g, f))
+            lane = [builder.extract_element(lanes, _I32(i)) for i in range(8)]
+            add = builder.fadd
+            dot = add(add(add(lane[0], lane[4]), add(lane[2], lane[6])),
+                      add(add(lane[1], lane[5]), add(lane[3], lane[7])))
+            builder.store(dot, builder.gep(gda.data, [off]))
+    gfptr = builder.gep(gfa.data, [builder.mul(r, c)])
+    for v, a in enumerate(accs):
+        builder.store(builder.load(a), _vptr(builder, gfptr, intp(8 * v)), align=4)
+    return context.get_dummy_value()
+
+
+def _make_row_backward(nv):
+    @intrinsic
+    def row_backward(typingctx, grad_out, feats, r, ci, dep, gd, base, stride, d_bins, gf):
+        if not (_is_matrix(grad_out) and _is_matrix(feats) and _is_matrix(gf)
+                and _is_index(ci) and _is_vec(dep) and _is_vec(gd)):
+            return None
+        sig = types.void(grad_out, feats, r, ci, dep, gd, base, stride, d_bins, gf)
+
+        def codegen(context, builder, sig, args):
+            return _row_backward_codegen(nv, context, builder, sig, args)
+
+        return sig, codegen
+
+    row_backward.__doc__ = (
+        f"Backward of one feature row r ({8 * nv} channels), for the points at ci[base + "
+        "d * stride], d < d_bins: ``gd[...] = dot8(grad_out[k], feats[r])`` and ``gf[r] = sum "
+        "over d of dep[...] * grad_out[k]`` (from 0, ascending d), gf[r] held in registers.")
+    return row_backward
+
+
+(row_backward1, row_backward2, row_backward3, row_backward4, row_backward5, row_backward6,
+ row_backward7, row_backward8, row_backward9, row_backward10, row_backward11,
+ row_backward12) = (_make_row_backward(nv) for nv in range(1, SEGMENT_SUM_MAX_VECTORS + 1))

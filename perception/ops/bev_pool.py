@@ -32,31 +32,66 @@ import numpy as np
 from numba import prange
 
 from perception.ops._prefetch import prefetch
-from perception.ops._simd import axpy1, axpy4, dot8
-
-# Frustum points ahead whose feature rows the forward gather prefetches.
-_AHEAD = 16
+from perception.ops._simd import (
+    SEGMENT_SUM_MAX_VECTORS,
+    axpy1,
+    dot8,
+    row_backward1,
+    row_backward2,
+    row_backward3,
+    row_backward4,
+    row_backward5,
+    row_backward6,
+    row_backward7,
+    row_backward8,
+    row_backward9,
+    row_backward10,
+    row_backward11,
+    row_backward12,
+    segment_sum1,
+    segment_sum2,
+    segment_sum3,
+    segment_sum4,
+    segment_sum5,
+    segment_sum6,
+    segment_sum7,
+    segment_sum8,
+    segment_sum9,
+    segment_sum10,
+    segment_sum11,
+    segment_sum12,
+)
 
 
 @dataclass(frozen=True)
 class BevPoolPlan:
-    """Frustum points sorted by BEV cell, computed once per camera geometry.
+    """Frustum points grouped by camera and BEV cell, computed once per camera geometry.
+
+    Segment s holds camera n's points of one cell, in input order; segments are sorted by
+    camera (so a cell's segments come in input order), then by image column and depth bin of
+    their first point (a cache-friendly walk over the features; any order of distinct cells
+    gives the same sums).
 
     Attributes:
         num_cells: number of BEV cells K.
         index_shape: (N, D, h, w) shape of the cell_index this plan was built from.
-        cell_start: (K+1,) int64; points of cell k are entries cell_start[k]:cell_start[k+1].
-        point_index: (P,) int32/int64 flat index into depth (N*D*h*w), sorted by cell, input
-            order inside a cell.
+        seg_cell: (S,) int32 cell of each segment.
+        seg_start: (S+1,) int64; segment s is entries seg_start[s]:seg_start[s+1].
+        seg_first: (S,) uint8, 1 where the segment is its cell's first (no earlier camera).
+        point_index: (P,) int32/int64 flat index into depth (N*D*h*w), segment by segment.
         feat_row: (P,) same dtype, flat row into feats viewed as (N*h*w, C), same order.
+        empty_cells: (E,) int32 cells that no point reaches (zero in the output).
 
     """
 
     num_cells: int
     index_shape: tuple[int, int, int, int]
-    cell_start: np.ndarray
+    seg_cell: np.ndarray
+    seg_start: np.ndarray
+    seg_first: np.ndarray
     point_index: np.ndarray
     feat_row: np.ndarray
+    empty_cells: np.ndarray
 
     @property
     def num_points(self) -> int:
@@ -66,42 +101,101 @@ class BevPoolPlan:
 
 @numba.njit(cache=True)
 def _count_cells(cell_flat, num_cells):
-    counts = np.zeros(num_cells + 1, dtype=np.int64)
     bad = 0
     for p in range(cell_flat.shape[0]):
         k = cell_flat[p]
-        if k >= 0:
-            if k >= num_cells:
-                bad += 1
-            else:
-                counts[k + 1] += 1
-        elif k != -1:
+        if k < -1 or k >= num_cells:
             bad += 1
-    return counts, bad
+    return bad
 
 
 @numba.njit(cache=True)
-def _prepare(cell_flat, num_cells, d_bins, hw, counts, idx_dtype_probe):
-    start = np.cumsum(counts)
-    total = start[num_cells]
-    point_index = np.empty(total, dtype=idx_dtype_probe.dtype)
-    feat_row = np.empty(total, dtype=idx_dtype_probe.dtype)
-    pos = start[:num_cells].copy()
-    n_cam = cell_flat.shape[0] // (d_bins * hw)
-    p = 0
-    # Nested loops instead of p // (D*h*w) and p % (h*w): two integer divisions per point
-    # cost more than the rest of the sort.
+def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
+    hw = h * w
+    chunk = d_bins * hw
+    total = cell_flat.shape[0]
+    # Pass 1, camera by camera: points per touched cell and the cell's first point.
+    counts = np.zeros(num_cells, dtype=np.int64)
+    first_p = np.empty(num_cells, dtype=np.int64)
+    seg_cam = np.empty(min(total, n_cam * num_cells), dtype=np.int64)
+    seg_cell0 = np.empty_like(seg_cam)
+    seg_count = np.empty_like(seg_cam)
+    seg_key = np.empty_like(seg_cam)
+    nseg = 0
+    bad = 0
     for n in range(n_cam):
+        s0 = nseg
+        for p in range(n * chunk, (n + 1) * chunk):
+            k = cell_flat[p]
+            if k >= 0:
+                if k >= num_cells:
+                    bad += 1
+                    continue
+                if counts[k] == 0:
+                    first_p[k] = p
+                    seg_cell0[nseg] = k
+                    nseg += 1
+                counts[k] += 1
+            elif k != -1:
+                bad += 1
+        for s in range(s0, nseg):
+            k = seg_cell0[s]
+            p = first_p[k]
+            # Camera, then image column, then depth bin of the first point; the cell breaks
+            # ties, so the order is fully determined.
+            seg_key[s] = ((n * w + p % w) * d_bins + (p // hw) % d_bins) * num_cells + k
+            seg_cam[s] = n
+            seg_count[s] = counts[k]
+            counts[k] = 0
+    if bad:  # the caller raises; nothing below may index with a bad cell
+        z = np.empty(0, dtype=np.int64)
+        return (bad, z.astype(np.int32), z, z.astype(np.uint8), z.astype(idx_dtype_probe.dtype),
+                z.astype(idx_dtype_probe.dtype), z.astype(np.int32))
+    order = np.argsort(seg_key[:nseg])
+    seg_cell = np.empty(nseg, dtype=np.int32)
+    seg_start = np.empty(nseg + 1, dtype=np.int64)
+    seg_first = np.empty(nseg, dtype=np.uint8)
+    seen = np.zeros(num_cells, dtype=np.uint8)
+    q = 0
+    for s in range(nseg):
+        o = order[s]
+        k = seg_cell0[o]
+        seg_cell[s] = k
+        seg_start[s] = q
+        seg_first[s] = 1 - seen[k]
+        seen[k] = 1
+        q += seg_count[o]
+    seg_start[nseg] = q
+    # Pass 2, camera by camera: each point to the next free entry of its segment.
+    point_index = np.empty(q, dtype=idx_dtype_probe.dtype)
+    feat_row = np.empty(q, dtype=idx_dtype_probe.dtype)
+    pos = counts  # all zero again: reused as the write position per cell
+    s = 0
+    p = 0
+    for n in range(n_cam):
+        while s < nseg and seg_cam[order[s]] == n:
+            pos[seg_cell[s]] = seg_start[s]
+            s += 1
+        # Nested loops instead of p // (D*h*w) and p % (h*w) per point.
         for _ in range(d_bins):
             for r in range(n * hw, (n + 1) * hw):
                 k = cell_flat[p]
                 if k >= 0:
-                    q = pos[k]
-                    point_index[q] = p
-                    feat_row[q] = r
-                    pos[k] = q + 1
+                    e = pos[k]
+                    point_index[e] = p
+                    feat_row[e] = r
+                    pos[k] = e + 1
                 p += 1
-    return start, point_index, feat_row
+    n_empty = 0
+    for k in range(num_cells):
+        n_empty += 1 - seen[k]
+    empty = np.empty(n_empty, dtype=np.int32)
+    j = 0
+    for k in range(num_cells):
+        if seen[k] == 0:
+            empty[j] = k
+            j += 1
+    return 0, seg_cell, seg_start, seg_first, point_index, feat_row, empty
 
 
 def _check_cells(cell_index, num_cells):
@@ -115,8 +209,14 @@ def _check_cells(cell_index, num_cells):
     return np.ascontiguousarray(ci, dtype=np.int32), k
 
 
+def _raise_if_bad(ci: np.ndarray, k: int) -> None:
+    bad = _count_cells(ci.reshape(-1), k)
+    if bad:
+        raise ValueError(f"cell_index has {bad} entries outside [-1, {k})")
+
+
 def bev_pool_prepare(cell_index: np.ndarray, num_cells: int) -> BevPoolPlan:
-    """Sort frustum points by BEV cell once, for ``bev_pool(..., plan=plan)``.
+    """Group frustum points by camera and BEV cell once, for ``bev_pool(..., plan=plan)``.
 
     Args:
         cell_index: (N, D, h, w) int cell of each frustum point in [0, num_cells), or -1.
@@ -127,58 +227,144 @@ def bev_pool_prepare(cell_index: np.ndarray, num_cells: int) -> BevPoolPlan:
 
     """
     ci, k = _check_cells(cell_index, num_cells)
-    flat = ci.reshape(-1)
-    counts, bad = _count_cells(flat, k)
+    n, d, h, w = ci.shape
+    probe = np.empty(0, dtype=np.int32 if ci.size < 2**31 else np.int64)
+    bad, *arrays = _prepare(ci.reshape(-1), k, n, d, h, w, probe)
     if bad:
         raise ValueError(f"cell_index has {bad} entries outside [-1, {k})")
-    n, d, h, w = ci.shape
-    probe = np.empty(0, dtype=np.int32 if flat.shape[0] < 2**31 else np.int64)
-    start, point_index, feat_row = _prepare(flat, k, d, h * w, counts, probe)
-    return BevPoolPlan(k, (n, d, h, w), start, point_index, feat_row)
+    return BevPoolPlan(k, (n, d, h, w), *arrays)
 
 
-@numba.njit(cache=True)
-def _forward_scatter(depth, feats2d, ci, num_cells):
-    n_cam, d_bins, h, w = ci.shape
-    out = np.zeros((num_cells, feats2d.shape[1]), dtype=np.float32)
-    hw = h * w
-    for n in range(n_cam):
-        for d in range(d_bins):
-            for i in range(h):
-                for j in range(w):
-                    k = ci[n, d, i, j]
-                    if k >= 0:
-                        axpy1(out[k], feats2d[n * hw + i * w + j], depth[n, d, i, j])
-    return out
+@numba.njit(cache=True, inline="always")
+def _segment_sum(nv, out, k, c0, feats2d, rows, dep, idx, start, end, first):
+    # Literal dispatch to the register-blocked kernel of nv vectors (the branch is the same
+    # for every segment of a block, so it predicts perfectly).
+    if nv == 1:
+        segment_sum1(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 2:
+        segment_sum2(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 3:
+        segment_sum3(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 4:
+        segment_sum4(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 5:
+        segment_sum5(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 6:
+        segment_sum6(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 7:
+        segment_sum7(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 8:
+        segment_sum8(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 9:
+        segment_sum9(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 10:
+        segment_sum10(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    elif nv == 11:
+        segment_sum11(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+    else:
+        segment_sum12(out, k, c0, feats2d, rows, dep, idx, start, end, first)
 
 
 @numba.njit(cache=True, parallel=True)
-def _forward_plan(depth_flat, feats2d, start, point_index, feat_row, num_cells):
-    n = point_index.shape[0]
-    # Depth values in plan order first: one pass of independent loads (many misses in
-    # flight) instead of a scattered load stalling every accumulation step.
-    dep = np.empty(n, dtype=np.float32)
-    for e in prange(n):
-        dep[e] = depth_flat[point_index[e]]
-    out = np.zeros((num_cells, feats2d.shape[1]), dtype=np.float32)
-    for k in prange(num_cells):
-        acc = out[k]  # stays in L1 while the cell's points stream through
-        e = start[k]
-        end = start[k + 1]
-        # Four points per pass: one load/store of the accumulator row instead of four, and the
-        # same additions in the same order as one point at a time.
-        while e + 4 <= end:
-            if e + _AHEAD + 4 <= n:
-                for a in range(4):
-                    prefetch(feats2d, feat_row[e + _AHEAD + a])
-            axpy4(acc, feats2d[feat_row[e]], feats2d[feat_row[e + 1]],
-                  feats2d[feat_row[e + 2]], feats2d[feat_row[e + 3]],
-                  dep[e], dep[e + 1], dep[e + 2], dep[e + 3])
-            e += 4
-        while e < end:
-            axpy1(acc, feats2d[feat_row[e]], dep[e])
-            e += 1
+def _forward_segments(depth_flat, feats2d, seg_cell, seg_start, seg_first, point_index,
+                      feat_row, empty_cells, num_cells, block, groups):
+    c = feats2d.shape[1]
+    out = np.empty((num_cells, c), dtype=np.float32)
+    for j in range(empty_cells.shape[0]):
+        out[empty_cells[j], :] = 0.0
+    nseg = seg_cell.shape[0]
+    # Threads own disjoint sets of cells (stripes of 64) and walk the segments in plan
+    # order, so each cell still adds its cameras in order: no atomics, the same bits.
+    for g in prange(groups):
+        for c0 in range(0, c, block):
+            c1 = min(c, c0 + block)
+            nv = (c1 - c0) // 8
+            for sg in range(nseg):
+                k = seg_cell[sg]
+                if (k >> 6) % groups != g:
+                    continue
+                if nv > 0:
+                    _segment_sum(nv, out, k, c0, feats2d, feat_row, depth_flat, point_index,
+                                 seg_start[sg], seg_start[sg + 1], seg_first[sg])
+                for q in range(c0 + 8 * nv, c1):  # the last < 8 channels, one at a time
+                    acc = np.float32(0.0) if seg_first[sg] else out[k, q]
+                    for e in range(seg_start[sg], seg_start[sg + 1]):
+                        acc += depth_flat[point_index[e]] * feats2d[feat_row[e], q]
+                    out[k, q] = acc
     return out
+
+
+def _channel_block(c: int) -> int:
+    # As many channels per pass as the registers hold (a pass re-reads the plan), split
+    # evenly: 80 -> one pass of 80, 128 -> two of 64.
+    passes = -(-c // (8 * SEGMENT_SUM_MAX_VECTORS))
+    per_pass = -(-c // passes)
+    return max(8, -(-per_pass // 8) * 8)
+
+
+def _run_plan(dep_flat: np.ndarray, f2: np.ndarray, plan: BevPoolPlan) -> np.ndarray:
+    groups = numba.get_num_threads()
+    return _forward_segments(dep_flat, f2, plan.seg_cell, plan.seg_start, plan.seg_first,
+                             plan.point_index, plan.feat_row, plan.empty_cells, plan.num_cells,
+                             _channel_block(f2.shape[1]), groups)
+
+
+# The plan of the last cell_index seen without an explicit plan: (cell_index copy, plan).
+# Camera geometry rarely changes, so the next call usually only pays the comparison.
+_LAST_PLAN: tuple[np.ndarray, BevPoolPlan] | None = None
+
+
+def _cached_plan(ci: np.ndarray, k: int) -> BevPoolPlan:
+    global _LAST_PLAN
+    last = _LAST_PLAN  # one read: another thread may replace it meanwhile
+    if (last is not None and last[1].num_cells == k and last[0].shape == ci.shape
+            and np.array_equal(last[0], ci)):
+        return last[1]
+    plan = bev_pool_prepare(ci, k)
+    _LAST_PLAN = (ci.copy(), plan)
+    return plan
+
+
+@numba.njit(cache=True, inline="always")
+def _row_backward(nv, grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                  grad_feats):
+    # Literal dispatch, as _segment_sum.
+    if nv == 1:
+        row_backward1(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 2:
+        row_backward2(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 3:
+        row_backward3(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 4:
+        row_backward4(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 5:
+        row_backward5(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 6:
+        row_backward6(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 7:
+        row_backward7(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 8:
+        row_backward8(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 9:
+        row_backward9(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                      grad_feats)
+    elif nv == 10:
+        row_backward10(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                       grad_feats)
+    elif nv == 11:
+        row_backward11(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                       grad_feats)
+    else:
+        row_backward12(grad_out, feats2d, r, ci_flat, dep_flat, gd_flat, base, hw, d_bins,
+                       grad_feats)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -188,12 +374,25 @@ def _backward(grad_out, depth, feats2d, ci):
     hw = h * w
     grad_depth = np.zeros((n_cam, d_bins, h, w), dtype=np.float32)
     grad_feats = np.empty((n_cam * hw, c), dtype=np.float32)
+    # Whole rows in registers when they fit (C a multiple of 8, at most 96 channels).
+    nv = c // 8 if c % 8 == 0 and c <= 8 * SEGMENT_SUM_MAX_VECTORS else 0
+    ci_flat = ci.reshape(-1)
+    dep_flat = depth.reshape(-1)
+    gd_flat = grad_depth.reshape(-1)
     # One feature row (n, i, j) per iteration: its D frustum points write only their own
     # grad_depth entries and this row of grad_feats, so rows run in parallel without atomics.
-    for r in prange(n_cam * hw):
-        n = r // hw
-        i = (r % hw) // w
-        j = r % w
+    # Rows go column by column (i fastest): the pixels of an image column see nearly the
+    # same BEV cells at each depth, so their grad_out rows are still in cache. Each row's
+    # own sums are unchanged by the row order.
+    for t in prange(n_cam * hw):
+        n = t // hw
+        j = (t % hw) // h
+        i = t % h
+        r = n * hw + i * w + j
+        if nv > 0:
+            _row_backward(nv, grad_out, feats2d, r, ci_flat, dep_flat, gd_flat,
+                          n * d_bins * hw + i * w + j, hw, d_bins, grad_feats)
+            continue
         gf = grad_feats[r]
         gf[:] = 0.0
         f = feats2d[r]
@@ -235,8 +434,10 @@ def bev_pool(
         feats: (N, h, w, C) float32 image features.
         cell_index: (N, D, h, w) int32 BEV cell per frustum point in [0, num_cells) or -1.
         num_cells: number of BEV cells K (H * W for an H x W grid, row-major).
-        plan: optional ``bev_pool_prepare(cell_index, num_cells)``; with it the forward runs
-            in parallel over cells (Numba threads); the result is bit-identical either way.
+        plan: optional ``bev_pool_prepare(cell_index, num_cells)``. Without it the plan of
+            the last cell_index seen is reused when cell_index is equal to it (a compare,
+            ~0.2 ms for 6 cameras), else built and kept; the result is the same either way.
+            Runs on Numba threads over disjoint cells; bit-identical for any thread count.
 
     Returns:
         (K, C) float32 pooled features.
@@ -244,17 +445,13 @@ def bev_pool(
     """
     dep, f2, ci, k = _check_inputs(depth, feats, cell_index, num_cells)
     if plan is None:
-        counts_bad = _count_cells(ci.reshape(-1), k)[1]
-        if counts_bad:
-            raise ValueError(f"cell_index has {counts_bad} entries outside [-1, {k})")
-        return _forward_scatter(dep, f2, ci, k)
-    if plan.index_shape != ci.shape or plan.num_cells != k:
+        plan = _cached_plan(ci, k)
+    elif plan.index_shape != ci.shape or plan.num_cells != k:
         raise ValueError(
             f"plan was built for cell_index {plan.index_shape} / {plan.num_cells} cells, "
             f"got {ci.shape} / {k}"
         )
-    return _forward_plan(dep.reshape(-1), f2, plan.cell_start, plan.point_index,
-                         plan.feat_row, k)
+    return _run_plan(dep.reshape(-1), f2, plan)
 
 
 def bev_pool_backward(
@@ -281,9 +478,7 @@ def bev_pool_backward(
     dep, f2, ci, k = _check_inputs(depth, feats, cell_index, g.shape[0])
     if g.shape[1] != f2.shape[1]:
         raise ValueError(f"grad_out has {g.shape[1]} channels, feats {f2.shape[1]}")
-    bad = _count_cells(ci.reshape(-1), k)[1]
-    if bad:
-        raise ValueError(f"cell_index has {bad} entries outside [-1, {k})")
+    _raise_if_bad(ci, k)
     g = np.ascontiguousarray(g, dtype=np.float32)
     grad_depth, grad_feats = _backward(g, dep, f2, ci)
     return grad_depth, grad_feats.reshape(np.asarray(feats).shape)

@@ -95,11 +95,66 @@ def test_liftsplat_shapes_against_reference_and_torch(liftsplat_case):
 def test_plan_contents():
     ci = np.array([[[[2, -1], [0, 2]]], [[[1, 2], [-1, 0]]]], np.int32)  # (2, 1, 2, 2)
     plan = bev_pool_prepare(ci, 4)
-    np.testing.assert_array_equal(plan.cell_start, [0, 2, 3, 6, 6])
-    np.testing.assert_array_equal(plan.point_index, [2, 7, 4, 0, 3, 5])  # input order per cell
-    np.testing.assert_array_equal(plan.feat_row, [2, 7, 4, 0, 3, 5])
+    # Segments by camera, then (column, depth bin) of the first point, then cell: camera 0
+    # has cells 2 (first point p=0) and 0 (p=2), both column 0, so cell 0 first; camera 1
+    # has cell 1 (p=4, column 0), then cells 0 (p=7) and 2 (p=5), both column 1.
+    np.testing.assert_array_equal(plan.seg_cell, [0, 2, 1, 0, 2])
+    np.testing.assert_array_equal(plan.seg_start, [0, 1, 3, 4, 5, 6])
+    np.testing.assert_array_equal(plan.seg_first, [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(plan.point_index, [2, 0, 3, 4, 7, 5])  # input order per cell
+    np.testing.assert_array_equal(plan.feat_row, [2, 0, 3, 4, 7, 5])
+    np.testing.assert_array_equal(plan.empty_cells, [3])
+    assert plan.num_points == 6
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.num_cells = 3
+
+
+def test_plan_is_cached_and_refreshed():
+    """Without a plan, the plan of an equal cell_index is reused; a changed one is rebuilt."""
+    from perception.ops import bev_pool as mod
+    depth, feats, ci, _ = make_case(3)
+    bev_pool(depth, feats, ci, 17)
+    cached = mod._LAST_PLAN[1]
+    assert_same(bev_pool(depth, feats, ci.copy(), 17), bev_pool_reference(depth, feats, ci, 17))
+    assert mod._LAST_PLAN[1] is cached
+    ci2 = ci.copy()
+    ci2[0, 0, 0, 0] = (ci2[0, 0, 0, 0] + 1) % 17
+    assert_same(bev_pool(depth, feats, ci2, 17), bev_pool_reference(depth, feats, ci2, 17))
+    assert mod._LAST_PLAN[1] is not cached
+    ci2[0, 0, 0, 1] = (ci2[0, 0, 0, 1] + 1) % 17  # mutated in place: the copy catches it
+    assert_same(bev_pool(depth, feats, ci2, 17), bev_pool_reference(depth, feats, ci2, 17))
+
+
+@pytest.mark.parametrize("c", [1, 7, 8, 13, 80, 96, 97, 104, 130])
+def test_channel_blocks_and_tails(c):
+    """Channel counts that hit the register-block widths, the multi-pass split and the
+    scalar tail (forward), and the in-register row path or its fallback (backward); several
+    cameras so that cells have later (non-first) segments."""
+    depth, feats, ci, grad = make_case(c, n=3, d=6, h=3, w=5, c=c, k=9, frac_out=0.2)
+    ref = bev_pool_reference(depth, feats, ci, 9)
+    assert_same(bev_pool(depth, feats, ci, 9, plan=bev_pool_prepare(ci, 9)), ref)
+    gd, gf = bev_pool_backward(grad, depth, feats, ci)
+    rd, rf = bev_pool_backward_reference(grad, depth, feats, ci)
+    assert_same(gd, rd)
+    assert_same(gf, rf)
+
+
+def test_thread_count_does_not_change_bits(liftsplat_case):
+    numba = pytest.importorskip("numba")
+    depth, feats, ci, k = liftsplat_case
+    plan = bev_pool_prepare(ci, k)
+    before = numba.get_num_threads()
+    try:
+        outs = []
+        for t in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS),
+                         numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(t)
+            outs.append(bev_pool(depth, feats, ci, k, plan=plan))
+    finally:
+        numba.set_num_threads(before)
+    ref = bev_pool_reference(depth, feats, ci, k)
+    for o in outs:
+        assert_same(o, ref)
 
 
 def test_errors():
