@@ -124,6 +124,11 @@ def dot8(typingctx, a, b):
     return types.float32(a, b), codegen
 
 
+# Points ahead whose depth value segment_sum prefetches (measured: 8-16 about 10% faster
+# than none; feature rows are not worth prefetching, they are mostly in L1/L2 already).
+SEGMENT_PREFETCH = 16
+
+
 def _segment_sum_codegen(nv, context, builder, sig, args):
     out_t, _, _, feats_t, rows_t, dep_t, idx_t = sig.args[:7]
     oa, fa, ra, da, ia = (context.make_array(t)(context, builder, args[i]) for i, t in
@@ -151,7 +156,18 @@ def _segment_sum_codegen(nv, context, builder, sig, args):
         with otherwise:
             for v, a in enumerate(accs):
                 builder.store(builder.load(_vptr(builder, optr, intp(8 * v)), align=4), a)
+    n_idx = builder.extract_value(ia.shape, 0)
+    i8p = ir.IntType(8).as_pointer()
+    pf = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
+        "llvm.prefetch.p0i8")
     with cgutils.for_range_slice(builder, start, end, intp(1)) as (e, _):
+        # Prefetch the depth value SEGMENT_PREFETCH points on (in this segment or the next
+        # ones): it is a dependent load (index first), the one the loop would wait for.
+        e2 = builder.add(e, intp(SEGMENT_PREFETCH))
+        with builder.if_then(builder.icmp_signed("<", e2, n_idx), likely=True):
+            ptr = builder.gep(da.data, [load_index(ia, idx_t, e2)])
+            builder.call(pf, [builder.bitcast(ptr, i8p), _I32(0), _I32(3), _I32(1)])
         d = _splat(builder, builder.load(builder.gep(da.data, [load_index(ia, idx_t, e)])))
         row = load_index(ra, rows_t, e)
         fptr = builder.gep(fa.data, [builder.add(builder.mul(row, c_feat), c0)])

@@ -140,8 +140,10 @@ def test_channel_blocks_and_tails(c):
 
 
 def test_thread_count_does_not_change_bits(liftsplat_case):
+    """One thread (no parallel region) and several (disjoint cells / rows per thread)."""
     numba = pytest.importorskip("numba")
     depth, feats, ci, k = liftsplat_case
+    grad = np.random.default_rng(2).standard_normal((k, feats.shape[-1])).astype(np.float32)
     plan = bev_pool_prepare(ci, k)
     before = numba.get_num_threads()
     try:
@@ -149,12 +151,15 @@ def test_thread_count_does_not_change_bits(liftsplat_case):
         for t in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS),
                          numba.config.NUMBA_NUM_THREADS}):
             numba.set_num_threads(t)
-            outs.append(bev_pool(depth, feats, ci, k, plan=plan))
+            outs.append((bev_pool(depth, feats, ci, k, plan=plan),
+                         *bev_pool_backward(grad, depth, feats, ci)))
     finally:
         numba.set_num_threads(before)
-    ref = bev_pool_reference(depth, feats, ci, k)
+    ref = (bev_pool_reference(depth, feats, ci, k),
+           *bev_pool_backward_reference(grad, depth, feats, ci))
     for o in outs:
-        assert_same(o, ref)
+        for a, b in zip(o, ref):
+            assert_same(a, b)
 
 
 def test_errors():
