@@ -68,9 +68,9 @@ class BevPoolPlan:
     """Frustum points grouped by camera and BEV cell, computed once per camera geometry.
 
     Segment s holds camera n's points of one cell, in input order; segments are sorted by
-    camera (so a cell's segments come in input order), then by image column and depth bin of
-    their first point (a cache-friendly walk over the features; any order of distinct cells
-    gives the same sums).
+    camera (so a cell's segments come in input order), then by image column, depth bin and
+    image row of their first point (a cache-friendly walk over the features; any order of
+    distinct cells gives the same sums).
 
     Attributes:
         num_cells: number of BEV cells K.
@@ -113,14 +113,19 @@ def _count_cells(cell_flat, num_cells):
 def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
     hw = h * w
     chunk = d_bins * hw
-    total = cell_flat.shape[0]
-    # Pass 1, camera by camera: points per touched cell and the cell's first point.
-    counts = np.zeros(num_cells, dtype=np.int64)
+    idx_t = idx_dtype_probe.dtype
+    # Pass 1, camera by camera: points per touched cell, segments in order of discovery
+    # (their first point), then a counting sort of the camera's segments by (image column,
+    # depth bin) of the first point; ties keep discovery order (ascending image row).
+    counts = np.zeros(num_cells, dtype=idx_t)
     first_p = np.empty(num_cells, dtype=np.int64)
-    seg_cam = np.empty(min(total, n_cam * num_cells), dtype=np.int64)
-    seg_cell0 = np.empty_like(seg_cam)
-    seg_count = np.empty_like(seg_cam)
-    seg_key = np.empty_like(seg_cam)
+    max_seg = min(cell_flat.shape[0], n_cam * num_cells)
+    found = np.empty(max_seg, dtype=np.int32)  # cells, in discovery order
+    seg_cell = np.empty(max_seg, dtype=np.int32)  # cells, in plan order
+    seg_len = np.empty(max_seg, dtype=np.int64)
+    cam_seg = np.zeros(n_cam + 1, dtype=np.int64)
+    bucket = np.empty(max_seg, dtype=np.int64)
+    bucket_pos = np.empty(w * d_bins + 1, dtype=np.int64)
     nseg = 0
     bad = 0
     for n in range(n_cam):
@@ -133,49 +138,50 @@ def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
                     continue
                 if counts[k] == 0:
                     first_p[k] = p
-                    seg_cell0[nseg] = k
+                    found[nseg] = k
                     nseg += 1
                 counts[k] += 1
             elif k != -1:
                 bad += 1
+        bucket_pos[:] = 0
         for s in range(s0, nseg):
-            k = seg_cell0[s]
-            p = first_p[k]
-            # Camera, then image column, then depth bin of the first point; the cell breaks
-            # ties, so the order is fully determined.
-            seg_key[s] = ((n * w + p % w) * d_bins + (p // hw) % d_bins) * num_cells + k
-            seg_cam[s] = n
-            seg_count[s] = counts[k]
+            p = first_p[found[s]]
+            bucket[s] = (p % w) * d_bins + (p // hw) % d_bins
+            bucket_pos[bucket[s] + 1] += 1
+        for b in range(w * d_bins):
+            bucket_pos[b + 1] += bucket_pos[b]
+        for s in range(s0, nseg):
+            o = s0 + bucket_pos[bucket[s]]
+            bucket_pos[bucket[s]] += 1
+            k = found[s]
+            seg_cell[o] = k
+            seg_len[o] = counts[k]
             counts[k] = 0
+        cam_seg[n + 1] = nseg
     if bad:  # the caller raises; nothing below may index with a bad cell
         z = np.empty(0, dtype=np.int64)
-        return (bad, z.astype(np.int32), z, z.astype(np.uint8), z.astype(idx_dtype_probe.dtype),
-                z.astype(idx_dtype_probe.dtype), z.astype(np.int32))
-    order = np.argsort(seg_key[:nseg])
-    seg_cell = np.empty(nseg, dtype=np.int32)
+        return (bad, z.astype(np.int32), z, z.astype(np.uint8), z.astype(idx_t), z.astype(idx_t),
+                z.astype(np.int32))
+    seg_cell = seg_cell[:nseg].copy()
     seg_start = np.empty(nseg + 1, dtype=np.int64)
     seg_first = np.empty(nseg, dtype=np.uint8)
     seen = np.zeros(num_cells, dtype=np.uint8)
     q = 0
     for s in range(nseg):
-        o = order[s]
-        k = seg_cell0[o]
-        seg_cell[s] = k
+        k = seg_cell[s]
         seg_start[s] = q
         seg_first[s] = 1 - seen[k]
         seen[k] = 1
-        q += seg_count[o]
+        q += seg_len[s]
     seg_start[nseg] = q
     # Pass 2, camera by camera: each point to the next free entry of its segment.
-    point_index = np.empty(q, dtype=idx_dtype_probe.dtype)
-    feat_row = np.empty(q, dtype=idx_dtype_probe.dtype)
+    point_index = np.empty(q, dtype=idx_t)
+    feat_row = np.empty(q, dtype=idx_t)
     pos = counts  # all zero again: reused as the write position per cell
-    s = 0
     p = 0
     for n in range(n_cam):
-        while s < nseg and seg_cam[order[s]] == n:
+        for s in range(cam_seg[n], cam_seg[n + 1]):
             pos[seg_cell[s]] = seg_start[s]
-            s += 1
         # Nested loops instead of p // (D*h*w) and p % (h*w) per point.
         for _ in range(d_bins):
             for r in range(n * hw, (n + 1) * hw):

@@ -95,14 +95,14 @@ def test_liftsplat_shapes_against_reference_and_torch(liftsplat_case):
 def test_plan_contents():
     ci = np.array([[[[2, -1], [0, 2]]], [[[1, 2], [-1, 0]]]], np.int32)  # (2, 1, 2, 2)
     plan = bev_pool_prepare(ci, 4)
-    # Segments by camera, then (column, depth bin) of the first point, then cell: camera 0
-    # has cells 2 (first point p=0) and 0 (p=2), both column 0, so cell 0 first; camera 1
-    # has cell 1 (p=4, column 0), then cells 0 (p=7) and 2 (p=5), both column 1.
-    np.testing.assert_array_equal(plan.seg_cell, [0, 2, 1, 0, 2])
-    np.testing.assert_array_equal(plan.seg_start, [0, 1, 3, 4, 5, 6])
+    # Segments by camera, then (column, depth bin, row) of their first point: camera 0 has
+    # cells 2 (first point p=0: column 0, row 0) and 0 (p=2: column 0, row 1); camera 1 has
+    # cell 1 (p=4, column 0), then cells 2 (p=5: column 1, row 0) and 0 (p=7: column 1, row 1).
+    np.testing.assert_array_equal(plan.seg_cell, [2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(plan.seg_start, [0, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(plan.seg_first, [1, 1, 1, 0, 0])
-    np.testing.assert_array_equal(plan.point_index, [2, 0, 3, 4, 7, 5])  # input order per cell
-    np.testing.assert_array_equal(plan.feat_row, [2, 0, 3, 4, 7, 5])
+    np.testing.assert_array_equal(plan.point_index, [0, 3, 2, 4, 5, 7])  # input order per cell
+    np.testing.assert_array_equal(plan.feat_row, [0, 3, 2, 4, 5, 7])
     np.testing.assert_array_equal(plan.empty_cells, [3])
     assert plan.num_points == 6
     with pytest.raises(dataclasses.FrozenInstanceError):
