@@ -17,10 +17,23 @@ runs over 8 interleaved lanes (lane l sums channels l, l+8, ... in order), combi
 ``((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`` - the order an 8-wide SIMD unit uses, so the kernel
 vectorizes without reassociating anything.
 
-``bev_pool_prepare`` sorts the frustum points by cell once (a stable counting sort, so each
-cell keeps input order). With the plan, the forward is a cache-friendly gather that runs in
-parallel over cells with no atomics - and still gives the same bits as the serial scatter.
-Camera geometry is fixed, so one plan serves every frame.
+``bev_pool_prepare`` groups the frustum points once per geometry into segments: one camera's
+points of one cell, input order inside (counting sorts, so stable). Segments are ordered by
+camera - a cell's segments therefore come in input order - then by image column, depth bin and
+image row of their first point: consecutive segments read the same few feature rows and depth
+values, which stay in L1/L2. The forward walks the segments with the cell's accumulator row in
+AVX2 registers (``_simd.segment_sum``: up to 96 channels per pass, loaded or zeroed once,
+stored once), so each output row is written once and never re-read. The per-cell, per-channel
+additions are exactly the reference's, so the result is bit-identical; with several Numba
+threads each thread owns a stripe of cells and walks the same order (same bits). Without an
+explicit plan, ``bev_pool`` reuses the plan of the last cell_index it saw when the new one is
+equal (an int32 compare, ~0.2 ms for 6 cameras), else builds and keeps a new one - camera
+geometry is fixed, so one plan serves every frame.
+
+The backward goes feature row by feature row, column by column (the pixels of an image column
+hit nearly the same cells at each depth, so grad_out rows stay cached), with the row's
+grad_feats accumulator in registers and the dot product fused into the same pass over
+channels (``_simd.row_backward``).
 """
 
 from __future__ import annotations

@@ -12,14 +12,23 @@ Semantics are those of spconv's CPU ``PointToVoxel`` / mmcv's hard voxelization,
 
 Coordinates are returned in (z, y, x) order as int32, like spconv and mmdet3d.
 
-How (single thread): (1) a branch-free, vectorized pass computes each point's linear voxel key;
-(2) one serial pass assigns voxel ids with an open-addressing hash table of 16-byte rows
-[key, id << 32 | count] sized to 2x the voxels it can hold (a few MiB, instead of spconv's dense
-grid of 4 bytes per cell, 168 MiB for CenterPoint), prefetching rows 32 points ahead;
-(3) a counting sort groups kept points by voxel; (4) the output is written voxel by voxel,
-each byte once (no memset of the padded tensor first). ``parallel=True`` runs (1) and (4) on
-Numba threads; (2) stays serial because voxel numbering depends on input order, so the output
-is identical.
+How, single thread (``hard_voxelize``, grids under 2**31 cells): one fused pass over the points
+in chunks of 256. Per chunk, x, y, z are transposed into small contiguous buffers so that the
+key arithmetic vectorizes (8 float32 divisions per instruction: the scalar divider bounded the
+old key loop); then each point, in input order, finds its voxel id - in a dense int16/int32
+cell -> voxel table when the grid is small (PointPillars: 512 x 512 cells, 512 KiB as int16),
+else in an open-addressing hash of 16-byte rows [key, id] sized to 2x the voxels it can hold
+(a few MiB instead of spconv's 168 MiB dense grid for CenterPoint), probes prefetched 32 points
+ahead - and is copied straight into its output slot. A voxel's row is zeroed and its (z, y, x)
+recorded when it opens, so padding needs no second pass; the output is allocated for the most
+voxels there can be (``np.empty``: untouched pages cost nothing) and returned as a view of the
+first M rows.
+
+``parallel=True`` (and grids of 2**31 cells or more) takes the staged path shared with
+``assign_voxels``: (1) a pass computes each point's int64 key (on Numba threads);
+(2) one serial pass assigns voxel ids with the same hash (voxel numbering depends on input
+order, so it stays serial and the output is identical); (3) a counting sort groups kept
+points by voxel; (4) the output is written voxel by voxel on Numba threads.
 """
 
 from __future__ import annotations
@@ -229,6 +238,9 @@ def _fill_parallel(points, start, order, out):
 # contiguous buffers (L1-resident) so that the key arithmetic vectorizes (8 float32 divisions
 # per instruction instead of one: the divider was the bottleneck of the scalar key loop).
 _CHUNK = 256
+# Rows of the fused path's hash table per voxel it can hold (8-byte rows: 2x is 16 bytes per
+# voxel, load factor <= 1/2; measured faster than 4x or 8x: a smaller table stays in cache).
+_HASH_SLACK = 2
 # A dense cell -> voxel table (int32 per cell) replaces the hash when it is no bigger than
 # this or than the hash table would be: one load per point, no probing, no key compare.
 _DENSE_MAX_BYTES = 1 << 21
@@ -333,18 +345,18 @@ def _fused_dense(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, table,
 @numba.njit(cache=True)
 def _fused_hash(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, out, coords,
                 counts):
-    """As ``_fused_dense`` with the open-addressing hash of ``_assign`` instead of the table
-    (rows [key, voxel id], >= 2x the voxels it can hold, probes prefetched ahead).
+    """As ``_fused_dense`` with an open-addressing hash (Fibonacci hashing, linear probing)
+    instead of the table, probes prefetched ahead.
     """
     n = points.shape[0]
     cap = out.shape[0]
     bits = 4
-    while (1 << bits) < 2 * cap:
+    while (1 << bits) < _HASH_SLACK * cap:
         bits += 1
     mask = (1 << bits) - 1
     shift = np.uint64(64 - bits)
-    table = np.empty((1 << bits, 2), dtype=np.int64)
-    table[:, 0] = -1
+    # One int64 per row, key << 32 | voxel id (both < 2**31 here); -1 marks an empty row.
+    table = np.full(1 << bits, -1, dtype=np.int64)
     xs = np.empty(_CHUNK, dtype=np.float32)
     ys = np.empty(_CHUNK, dtype=np.float32)
     zs = np.empty(_CHUNK, dtype=np.float32)
@@ -372,14 +384,13 @@ def _fused_hash(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, out, co
                 k64 = np.int64(key)
                 h = _slot_of(k64, shift)
                 while True:
-                    k = table[h, 0]
-                    if k == k64:
-                        last_v = table[h, 1]
+                    row = table[h]
+                    if (row >> 32) == k64:
+                        last_v = row & 0xFFFFFFFF
                         break
-                    if k == -1:
+                    if row == -1:
                         if nvox < max_voxels:
-                            table[h, 0] = k64
-                            table[h, 1] = nvox
+                            table[h] = (k64 << 32) | nvox
                             _open_voxel(out, coords, nvox, izs, iys, ixs, t)
                             last_v = nvox
                             nvox += 1
@@ -405,7 +416,7 @@ def _hard_serial_fused(pts: np.ndarray, grid: VoxelGrid, p: int, m: int):
     out = np.empty((cap, p, pts.shape[1]), dtype=np.float32)
     coords = np.empty((cap, 3), dtype=np.int32)
     counts = np.zeros(cap, dtype=np.int32)
-    if grid.num_cells * 4 <= max(_DENSE_MAX_BYTES, 32 * cap):  # vs the hash's 16 B x >=2 cap
+    if grid.num_cells * 4 <= max(_DENSE_MAX_BYTES, 8 * _HASH_SLACK * cap):  # vs the hash
         # int16 ids when they fit: half the table, so that more of it stays in L2.
         table = np.full(grid.num_cells, -1, dtype=np.int16 if cap < 2**15 else np.int32)
         nvox = _fused_dense(pts, grid.voxel_size, grid.range_min, gx, gy, gz, p, m, table,
