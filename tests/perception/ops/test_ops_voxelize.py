@@ -206,11 +206,14 @@ def test_float64_input_and_errors():
         hard_voxelize(pts, (1, 1, 1), (0, 0, 0, 1, 1, 1), 0, 5)
 
 
-@pytest.mark.parametrize("dense_max_bytes", [0, 1 << 40], ids=["hash", "dense"])
-def test_fused_table_kinds_match_reference(monkeypatch, dense_max_bytes):
-    """The serial fused pass with the dense cell table forced on or off (hash) everywhere."""
+@pytest.mark.parametrize("dense_max_bytes,packed", [(0, False), (1 << 40, False), (1 << 40, True)],
+                         ids=["hash", "dense", "dense-packed"])
+def test_fused_table_kinds_match_reference(monkeypatch, dense_max_bytes, packed):
+    """The serial fused pass with the dense cell table forced on or off (hash) everywhere,
+    and the dense table with ids only or with packed counts."""
     from perception.ops import voxelize
     monkeypatch.setattr(voxelize, "_DENSE_MAX_BYTES", dense_max_bytes)
+    monkeypatch.setattr(voxelize, "_use_packed", lambda *a: packed)
     rng = np.random.default_rng(5)
     for cfg in (dict(voxel_size_m=(0.5, 0.5, 0.5), point_range_m=(-4, -4, -2, 4, 4, 2)),
                 dict(voxel_size_m=(0.3, 0.7, 0.25),
@@ -223,7 +226,8 @@ def test_fused_table_kinds_match_reference(monkeypatch, dense_max_bytes):
 
 
 def test_dense_table_int32_ids():
-    """More than 2**15 voxels on a small grid: the dense table holds int32 ids, not int16."""
+    """More than 2**15 voxels on a small grid: the dense table holds int32 (packed) entries,
+    not int16 ids."""
     rng = np.random.default_rng(6)
     cfg = dict(voxel_size_m=(0.25, 0.25, 8.0), point_range_m=(0, 0, -4, 64, 64, 4))  # 65536 cells
     pts = boundary_cloud(rng, 120000, cfg["voxel_size_m"], cfg["point_range_m"], 0.2, 0.01)
