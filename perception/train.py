@@ -59,6 +59,7 @@ class TrainOptions:
         freeze: modality branches to freeze (``camera``, ``lidar``, ``ultrasonic``).
         modality_dropout: per-modality drop probability (None = the preset's).
         anchor: modality the fuser starts biased towards (``perception.fusion.anchor``).
+        fuser: replace the variant's fuser kind (capacity-matched ablations), or None.
         amp: bfloat16 autocast on CUDA.
         max_samples: use only the first N training samples (smoke runs).
         log_every / save_every: steps between log lines / checkpoints.
@@ -86,6 +87,7 @@ class TrainOptions:
     freeze: tuple[str, ...] = ()
     modality_dropout: tuple[float, float, float] | None = None
     anchor: str | None = None
+    fuser: str | None = None
     amp: bool = True
     max_samples: int | None = None
     log_every: int = 20
@@ -350,6 +352,12 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     seed_everything(opts.seed + rank)
 
     cfg = preset(opts.preset_name, opts.variant)
+    if opts.fuser and opts.fuser != cfg.fusion.kind:
+        # Capacity-matched ablation, e.g. lidar_only through the concat_conv fusion layers:
+        # tells a gain from a second sensor apart from a gain from the fuser's extra convs.
+        cfg = replace(
+            cfg, fusion=replace(cfg.fusion, kind=opts.fuser), name=f"{cfg.name}+{opts.fuser}"
+        )
     tc = cfg.train
     tc = replace(
         tc,

@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--anchor", choices=("camera", "lidar", "ultrasonic"), default=None,
                    help="start the weighted/gated fuser biased towards this modality (with "
                    "--init-from its single-sensor checkpoint)")
+    p.add_argument("--fuser", choices=("mean", "weighted", "concat_conv", "gated"), default=None,
+                   help="replace the variant's fuser (ablation: --variant lidar_only --fuser "
+                   "concat_conv has the fused model's layers but only the LiDAR)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--save-every", type=int, default=500)
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         init_from=tuple(args.init_from),
         freeze=tuple(args.freeze),
         anchor=args.anchor,
+        fuser=args.fuser,
         modality_dropout=tuple(args.modality_dropout) if args.modality_dropout else None,
         amp=not args.no_amp,
         max_samples=args.max_samples,

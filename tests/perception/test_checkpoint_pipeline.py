@@ -104,6 +104,8 @@ def test_train_saves_resumes_and_loads_into_pipeline(tmp_path, sample):
         out = train(opts, files=files)
         log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log] == [1, 2, 3, 4]
+        # The camera lift is supervised by LiDAR depth when both sensors are present.
+        assert all(r["depth"] > 0 for r in log)
         prov = json.loads((out / "provenance.json").read_text())
         assert prov["steps_done"] == 4 and prov["final"] and len(prov["git_commit"]) >= 7
         state = torch.load(out / TRAIN_STATE_NAME, weights_only=True)
@@ -120,11 +122,18 @@ def test_train_saves_resumes_and_loads_into_pipeline(tmp_path, sample):
         # leaves those branches' weights untouched.
         fused = train(TrainOptions(variant="gated", out_dir=str(tmp_path / "gated"), steps=2,
                                    batch_size=2, init_from=(str(out),),
-                                   freeze=("camera", "lidar"), cache_dir=str(tmp_path / "c")),
+                                   freeze=("camera", "lidar"), cache_dir=str(tmp_path / "c"),
+                                   anchor="lidar"),
                       files=files)
         prov = json.loads((fused / "provenance.json").read_text())
         assert prov["bev_feature_cache"] == ["camera", "lidar"]
         assert prov["initialised_tensors"] > 0
+        assert prov["anchor"] == "lidar"
+        # Capacity-matched ablation: LiDAR only, through the concat_conv fusion layers.
+        abl = train(TrainOptions(variant="lidar_only", fuser="concat_conv", steps=1,
+                                 out_dir=str(tmp_path / "abl"), batch_size=2), files=files)
+        abl_cfg = Pipeline.from_checkpoint(abl, device="cpu").cfg
+        assert (abl_cfg.fusion.kind, abl_cfg.fusion.modalities) == ("concat_conv", ("lidar",))
         w_fused = torch.load(fused / "model.pt", weights_only=True)
         for k, v in w_after.items():
             if k.startswith(("camera.", "lidar.")):
