@@ -436,7 +436,7 @@ def bench_bev(args, bw, rows, first_calls):
                   lambda: bev_pool_prepare(ci, k), ours=True)]
     run_group(impls, max(3, args.rounds // 2))
     plan_bytes = sum(getattr(plan, f).nbytes for f in ("seg_cell", "seg_start", "seg_first",
-                                                       "point_index", "feat_row", "empty_cells"))
+                                                       "entries", "empty_cells"))
     report("BEV pooling plan (one-time precompute)", impls, npts, ci.nbytes + plan_bytes, bw,
            rows)
 

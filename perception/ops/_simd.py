@@ -10,7 +10,7 @@ flag), so the numpy references can reproduce every rounding:
 * ``axpy4(acc, f0..f3, d0..d3)``: ``acc = (((acc + d0*f0) + d1*f1) + d2*f2) + d3*f3``
 * ``dot8(a, b)``: lane ``l`` sums ``a[q] * b[q]`` for ``q = l, l+8, ...`` in order, then
   ``((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))``.
-* ``segment_sumV(out, k, c0, feats, rows, dep, idx, start, end, first)`` (V = 1..12 vectors):
+* ``segment_sumV(out, k, c0, feats, entries, dep, start, end, first)`` (V = 1..12 vectors):
   a gathered ``axpy1`` over a list of points with the accumulator row held in V registers
   for the whole list (loaded once, stored once) - per channel the same additions, in order.
 
@@ -124,28 +124,26 @@ def dot8(typingctx, a, b):
     return types.float32(a, b), codegen
 
 
-# Points ahead whose depth value segment_sum prefetches (measured: 8-16 about 10% faster
+# Entries ahead whose depth value segment_sum prefetches (measured: 8-16 about 10% faster
 # than none; feature rows are not worth prefetching, they are mostly in L1/L2 already).
 SEGMENT_PREFETCH = 16
 
 
 def _segment_sum_codegen(nv, context, builder, sig, args):
-    out_t, _, _, feats_t, rows_t, dep_t, idx_t = sig.args[:7]
-    oa, fa, ra, da, ia = (context.make_array(t)(context, builder, args[i]) for i, t in
-                          ((0, out_t), (3, feats_t), (4, rows_t), (5, dep_t), (6, idx_t)))
+    out_t, _, _, feats_t, ent_t, dep_t = sig.args[:6]
+    oa, fa, ea, da = (context.make_array(t)(context, builder, args[i]) for i, t in
+                      ((0, out_t), (3, feats_t), (4, ent_t), (5, dep_t)))
     intp = context.get_value_type(types.intp)
 
     def as_intp(i):
         return context.cast(builder, args[i], sig.args[i], types.intp)
 
-    def load_index(arr, ty, e):
-        return context.cast(builder, builder.load(builder.gep(arr.data, [e])), ty.dtype,
-                            types.intp)
-
-    k, c0, start, end = as_intp(1), as_intp(2), as_intp(7), as_intp(8)
-    first = context.cast(builder, args[9], sig.args[9], types.boolean)
+    k, c0, start, end = as_intp(1), as_intp(2), as_intp(6), as_intp(7)
+    first = context.cast(builder, args[8], sig.args[8], types.boolean)
     c_out = builder.extract_value(oa.shape, 1)
     c_feat = builder.extract_value(fa.shape, 1)
+    n_ent = builder.extract_value(ea.shape, 0)
+    low = intp(0xFFFFFFFF)
     optr = builder.gep(oa.data, [builder.add(builder.mul(k, c_out), c0)])
     # Accumulators as allocas in the entry block: LLVM promotes them to registers.
     accs = [cgutils.alloca_once(builder, _V8) for _ in range(nv)]
@@ -156,20 +154,21 @@ def _segment_sum_codegen(nv, context, builder, sig, args):
         with otherwise:
             for v, a in enumerate(accs):
                 builder.store(builder.load(_vptr(builder, optr, intp(8 * v)), align=4), a)
-    n_idx = builder.extract_value(ia.shape, 0)
     i8p = ir.IntType(8).as_pointer()
     pf = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
         "llvm.prefetch.p0i8")
     with cgutils.for_range_slice(builder, start, end, intp(1)) as (e, _):
-        # Prefetch the depth value SEGMENT_PREFETCH points on (in this segment or the next
-        # ones): it is a dependent load (index first), the one the loop would wait for.
+        # Prefetch the depth value SEGMENT_PREFETCH entries on (in this segment or the next
+        # ones): it is a dependent load (entry first), the one the loop would wait for.
         e2 = builder.add(e, intp(SEGMENT_PREFETCH))
-        with builder.if_then(builder.icmp_signed("<", e2, n_idx), likely=True):
-            ptr = builder.gep(da.data, [load_index(ia, idx_t, e2)])
+        with builder.if_then(builder.icmp_signed("<", e2, n_ent), likely=True):
+            ent2 = builder.load(builder.gep(ea.data, [e2]))
+            ptr = builder.gep(da.data, [builder.and_(ent2, low)])
             builder.call(pf, [builder.bitcast(ptr, i8p), _I32(0), _I32(3), _I32(1)])
-        d = _splat(builder, builder.load(builder.gep(da.data, [load_index(ia, idx_t, e)])))
-        row = load_index(ra, rows_t, e)
+        ent = builder.load(builder.gep(ea.data, [e]))
+        d = _splat(builder, builder.load(builder.gep(da.data, [builder.and_(ent, low)])))
+        row = builder.ashr(ent, intp(32))
         fptr = builder.gep(fa.data, [builder.add(builder.mul(row, c_feat), c0)])
         for v, a in enumerate(accs):
             prod = builder.fmul(d, builder.load(_vptr(builder, fptr, intp(8 * v)), align=4))
@@ -190,12 +189,13 @@ def _is_matrix(t) -> bool:
 
 def _make_segment_sum(nv):
     @intrinsic
-    def segment_sum(typingctx, out, k, c0, feats, rows, dep, idx, start, end, first):
-        if not (_is_matrix(out) and _is_matrix(feats) and _is_index(rows) and _is_index(idx)
+    def segment_sum(typingctx, out, k, c0, feats, entries, dep, start, end, first):
+        if not (_is_matrix(out) and _is_matrix(feats) and isinstance(entries, types.Array)
+                and entries.ndim == 1 and entries.dtype == types.int64
                 and isinstance(dep, types.Array) and dep.ndim == 1
                 and dep.dtype == types.float32):
             return None
-        sig = types.void(out, k, c0, feats, rows, dep, idx, start, end, first)
+        sig = types.void(out, k, c0, feats, entries, dep, start, end, first)
 
         def codegen(context, builder, sig, args):
             return _segment_sum_codegen(nv, context, builder, sig, args)
@@ -204,8 +204,9 @@ def _make_segment_sum(nv):
 
     segment_sum.__doc__ = (
         f"``out[k, c0:c0+{8 * nv}] = (0 if first else out[k, c0:c0+{8 * nv}]) + sum over e in "
-        f"[start, end), in order, of dep[idx[e]] * feats[rows[e], c0:c0+{8 * nv}]``, the "
-        "accumulators held in registers; the caller guarantees the bounds.")
+        f"[start, end), in order, of dep[entries[e] & 0xFFFFFFFF] * feats[entries[e] >> 32, "
+        f"c0:c0+{8 * nv}]``, the accumulators held in registers; the caller guarantees the "
+        "bounds.")
     return segment_sum
 
 

@@ -91,8 +91,8 @@ class BevPoolPlan:
         seg_cell: (S,) int32 cell of each segment.
         seg_start: (S+1,) int64; segment s is entries seg_start[s]:seg_start[s+1].
         seg_first: (S,) uint8, 1 where the segment is its cell's first (no earlier camera).
-        point_index: (P,) int32/int64 flat index into depth (N*D*h*w), segment by segment.
-        feat_row: (P,) same dtype, flat row into feats viewed as (N*h*w, C), same order.
+        entries: (P,) int64, segment by segment: feat_row << 32 | point_index, one load per
+            point in the forward (see the properties).
         empty_cells: (E,) int32 cells that no point reaches (zero in the output).
 
     """
@@ -102,14 +102,23 @@ class BevPoolPlan:
     seg_cell: np.ndarray
     seg_start: np.ndarray
     seg_first: np.ndarray
-    point_index: np.ndarray
-    feat_row: np.ndarray
+    entries: np.ndarray
     empty_cells: np.ndarray
 
     @property
     def num_points(self) -> int:
         """Frustum points that land in some cell."""
-        return int(self.point_index.shape[0])
+        return int(self.entries.shape[0])
+
+    @property
+    def point_index(self) -> np.ndarray:
+        """(P,) int64 flat index into depth (N*D*h*w) of each entry."""
+        return self.entries & 0xFFFFFFFF
+
+    @property
+    def feat_row(self) -> np.ndarray:
+        """(P,) int64 flat row into feats viewed as (N*h*w, C) of each entry."""
+        return self.entries >> 32
 
 
 @numba.njit(cache=True)
@@ -123,14 +132,13 @@ def _count_cells(cell_flat, num_cells):
 
 
 @numba.njit(cache=True)
-def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
+def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w):
     hw = h * w
     chunk = d_bins * hw
-    idx_t = idx_dtype_probe.dtype
     # Pass 1, camera by camera: points per touched cell, segments in order of discovery
     # (their first point), then a counting sort of the camera's segments by (image column,
     # depth bin) of the first point; ties keep discovery order (ascending image row).
-    counts = np.zeros(num_cells, dtype=idx_t)
+    counts = np.zeros(num_cells, dtype=np.int64)
     first_p = np.empty(num_cells, dtype=np.int64)
     max_seg = min(cell_flat.shape[0], n_cam * num_cells)
     found = np.empty(max_seg, dtype=np.int32)  # cells, in discovery order
@@ -173,8 +181,7 @@ def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
         cam_seg[n + 1] = nseg
     if bad:  # the caller raises; nothing below may index with a bad cell
         z = np.empty(0, dtype=np.int64)
-        return (bad, z.astype(np.int32), z, z.astype(np.uint8), z.astype(idx_t), z.astype(idx_t),
-                z.astype(np.int32))
+        return bad, z.astype(np.int32), z, z.astype(np.uint8), z, z.astype(np.int32)
     seg_cell = seg_cell[:nseg].copy()
     seg_start = np.empty(nseg + 1, dtype=np.int64)
     seg_first = np.empty(nseg, dtype=np.uint8)
@@ -188,8 +195,7 @@ def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
         q += seg_len[s]
     seg_start[nseg] = q
     # Pass 2, camera by camera: each point to the next free entry of its segment.
-    point_index = np.empty(q, dtype=idx_t)
-    feat_row = np.empty(q, dtype=idx_t)
+    entries = np.empty(q, dtype=np.int64)
     pos = counts  # all zero again: reused as the write position per cell
     p = 0
     for n in range(n_cam):
@@ -201,8 +207,7 @@ def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
                 k = cell_flat[p]
                 if k >= 0:
                     e = pos[k]
-                    point_index[e] = p
-                    feat_row[e] = r
+                    entries[e] = (np.int64(r) << 32) | p
                     pos[k] = e + 1
                 p += 1
     n_empty = 0
@@ -214,7 +219,7 @@ def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w, idx_dtype_probe):
         if seen[k] == 0:
             empty[j] = k
             j += 1
-    return 0, seg_cell, seg_start, seg_first, point_index, feat_row, empty
+    return 0, seg_cell, seg_start, seg_first, entries, empty
 
 
 def _check_cells(cell_index, num_cells):
@@ -247,46 +252,47 @@ def bev_pool_prepare(cell_index: np.ndarray, num_cells: int) -> BevPoolPlan:
     """
     ci, k = _check_cells(cell_index, num_cells)
     n, d, h, w = ci.shape
-    probe = np.empty(0, dtype=np.int32 if ci.size < 2**31 else np.int64)
-    bad, *arrays = _prepare(ci.reshape(-1), k, n, d, h, w, probe)
+    if ci.size >= 2**32:
+        raise ValueError(f"cell_index has {ci.size} frustum points, the plan holds < 2**32")
+    bad, *arrays = _prepare(ci.reshape(-1), k, n, d, h, w)
     if bad:
         raise ValueError(f"cell_index has {bad} entries outside [-1, {k})")
     return BevPoolPlan(k, (n, d, h, w), *arrays)
 
 
 @numba.njit(cache=True, inline="always")
-def _segment_sum(nv, out, k, c0, feats2d, rows, dep, idx, start, end, first):
+def _segment_sum(nv, out, k, c0, feats2d, entries, dep, start, end, first):
     # Literal dispatch to the register-blocked kernel of nv vectors (the branch is the same
     # for every segment of a block, so it predicts perfectly).
     if nv == 1:
-        segment_sum1(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum1(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 2:
-        segment_sum2(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum2(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 3:
-        segment_sum3(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum3(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 4:
-        segment_sum4(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum4(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 5:
-        segment_sum5(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum5(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 6:
-        segment_sum6(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum6(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 7:
-        segment_sum7(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum7(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 8:
-        segment_sum8(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum8(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 9:
-        segment_sum9(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum9(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 10:
-        segment_sum10(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum10(out, k, c0, feats2d, entries, dep, start, end, first)
     elif nv == 11:
-        segment_sum11(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum11(out, k, c0, feats2d, entries, dep, start, end, first)
     else:
-        segment_sum12(out, k, c0, feats2d, rows, dep, idx, start, end, first)
+        segment_sum12(out, k, c0, feats2d, entries, dep, start, end, first)
 
 
 @numba.njit(cache=True)
-def _walk_segments(out, depth_flat, feats2d, seg_cell, seg_start, seg_first, point_index,
-                   feat_row, block, group, groups):
+def _walk_segments(out, depth_flat, feats2d, seg_cell, seg_start, seg_first, entries, block,
+                   group, groups):
     """Add the segments of the cells of ``group`` (stripes of 64 cells) into out, in order."""
     c = feats2d.shape[1]
     for c0 in range(0, c, block):
@@ -297,12 +303,12 @@ def _walk_segments(out, depth_flat, feats2d, seg_cell, seg_start, seg_first, poi
             if groups > 1 and (k >> 6) % groups != group:
                 continue
             if nv > 0:
-                _segment_sum(nv, out, k, c0, feats2d, feat_row, depth_flat, point_index,
-                             seg_start[sg], seg_start[sg + 1], seg_first[sg])
+                _segment_sum(nv, out, k, c0, feats2d, entries, depth_flat, seg_start[sg],
+                             seg_start[sg + 1], seg_first[sg])
             for q in range(c0 + 8 * nv, c1):  # the last < 8 channels, one at a time
                 acc = np.float32(0.0) if seg_first[sg] else out[k, q]
                 for e in range(seg_start[sg], seg_start[sg + 1]):
-                    acc += depth_flat[point_index[e]] * feats2d[feat_row[e], q]
+                    acc += depth_flat[entries[e] & 0xFFFFFFFF] * feats2d[entries[e] >> 32, q]
                 out[k, q] = acc
 
 
@@ -315,13 +321,13 @@ def _new_output(num_cells, c, empty_cells):
 
 
 @numba.njit(cache=True, parallel=True)
-def _walk_parallel(out, depth_flat, feats2d, seg_cell, seg_start, seg_first, point_index,
-                   feat_row, block, groups):
+def _walk_parallel(out, depth_flat, feats2d, seg_cell, seg_start, seg_first, entries, block,
+                   groups):
     # Threads own disjoint sets of cells and walk the segments in plan order, so each cell
     # still adds its cameras in order: no atomics, the same bits for any thread count.
     for g in prange(groups):
-        _walk_segments(out, depth_flat, feats2d, seg_cell, seg_start, seg_first, point_index,
-                       feat_row, block, g, groups)
+        _walk_segments(out, depth_flat, feats2d, seg_cell, seg_start, seg_first, entries, block,
+                       g, groups)
 
 
 def _channel_block(c: int) -> int:
@@ -334,8 +340,8 @@ def _channel_block(c: int) -> int:
 
 def _run_plan(dep_flat: np.ndarray, f2: np.ndarray, plan: BevPoolPlan) -> np.ndarray:
     out = _new_output(plan.num_cells, f2.shape[1], plan.empty_cells)
-    args = (out, dep_flat, f2, plan.seg_cell, plan.seg_start, plan.seg_first, plan.point_index,
-            plan.feat_row, _channel_block(f2.shape[1]))
+    args = (out, dep_flat, f2, plan.seg_cell, plan.seg_start, plan.seg_first, plan.entries,
+            _channel_block(f2.shape[1]))
     groups = numba.get_num_threads()
     if groups > 1:
         _walk_parallel(*args, groups)
