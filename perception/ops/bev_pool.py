@@ -151,19 +151,27 @@ def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w):
     bad = 0
     for n in range(n_cam):
         s0 = nseg
-        for p in range(n * chunk, (n + 1) * chunk):
+        # Runs of equal cells (neighbouring pixels often share one) update the count once:
+        # a count per point would chain every update through a store and a reload.
+        p = n * chunk
+        end = p + chunk
+        while p < end:
             k = cell_flat[p]
+            q = p + 1
+            while q < end and cell_flat[q] == k:
+                q += 1
             if k >= 0:
                 if k >= num_cells:
-                    bad += 1
-                    continue
-                if counts[k] == 0:
-                    first_p[k] = p
-                    found[nseg] = k
-                    nseg += 1
-                counts[k] += 1
+                    bad += q - p
+                else:
+                    if counts[k] == 0:
+                        first_p[k] = p
+                        found[nseg] = k
+                        nseg += 1
+                    counts[k] += q - p
             elif k != -1:
-                bad += 1
+                bad += q - p
+            p = q
         bucket_pos[:] = 0
         for s in range(s0, nseg):
             p = first_p[found[s]]
@@ -201,15 +209,24 @@ def _prepare(cell_flat, num_cells, n_cam, d_bins, h, w):
     for n in range(n_cam):
         for s in range(cam_seg[n], cam_seg[n + 1]):
             pos[seg_cell[s]] = seg_start[s]
-        # Nested loops instead of p // (D*h*w) and p % (h*w) per point.
+        # Nested loops instead of p // (D*h*w) and p % (h*w) per point; runs of equal cells
+        # inside an image row of pixels move the write position once.
         for _ in range(d_bins):
-            for r in range(n * hw, (n + 1) * hw):
+            r0 = n * hw
+            r1 = r0 + hw
+            r = r0
+            while r < r1:
                 k = cell_flat[p]
+                q = 1
+                while r + q < r1 and cell_flat[p + q] == k:
+                    q += 1
                 if k >= 0:
                     e = pos[k]
-                    entries[e] = (np.int64(r) << 32) | p
-                    pos[k] = e + 1
-                p += 1
+                    for t in range(q):
+                        entries[e + t] = (np.int64(r + t) << 32) | (p + t)
+                    pos[k] = e + q
+                p += q
+                r += q
     n_empty = 0
     for k in range(num_cells):
         n_empty += 1 - seen[k]
