@@ -13,7 +13,13 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-def _prefetch_codegen(rw):
+@intrinsic
+def prefetch(typingctx, arr, row):
+    """Prefetch (for reading) the cache line holding ``arr[row]`` or ``arr[row, 0]``."""
+    if not isinstance(arr, types.Array) or not isinstance(row, types.Integer):
+        return None
+    sig = types.void(arr, row)
+
     def codegen(context, builder, signature, args):
         aryty, rowty = signature.args
         ary = context.make_array(aryty)(context, builder, args[0])
@@ -24,26 +30,8 @@ def _prefetch_codegen(rw):
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        # rw: 0 read / 1 write, locality = 3 (keep in all cache levels), cache type = 1 (data).
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(rw), i32(3), i32(1)])
+        # rw = 0 (read), locality = 3 (keep in all cache levels), cache type = 1 (data).
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
-    return codegen
-
-
-@intrinsic
-def prefetch(typingctx, arr, row):
-    """Prefetch (for reading) the cache line holding ``arr[row]`` or ``arr[row, 0]``."""
-    if not isinstance(arr, types.Array) or not isinstance(row, types.Integer):
-        return None
-    return types.void(arr, row), _prefetch_codegen(0)
-
-
-@intrinsic
-def prefetch_write(typingctx, arr, row):
-    """Prefetch for writing (``prefetchw``: the line arrives owned, so the store that follows
-    does not wait for the read-for-ownership) the line holding ``arr[row]`` / ``arr[row, 0]``.
-    """
-    if not isinstance(arr, types.Array) or not isinstance(row, types.Integer):
-        return None
-    return types.void(arr, row), _prefetch_codegen(1)
+    return sig, codegen
