@@ -125,6 +125,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             summary = de.main(plot_examples=0, render_curves=False)
         rec = {
             "variant": cfg.variant,
+            "config": cfg.name,
             "mAP": summary["mean_ap"],
             "NDS": summary["nd_score"],
             "tp_errors": summary["tp_errors"],
@@ -134,7 +135,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "dropped": list(args.drop),
         }
         report[str(ckpt)] = rec
-        print(f"{cfg.variant:18s} mAP {rec['mAP']:.4f}  NDS {rec['NDS']:.4f}  "
+        print(f"{Path(ckpt).name:22s} mAP {rec['mAP']:.4f}  NDS {rec['NDS']:.4f}  "
               f"L2@3s {rec['plan_L2_m']['3s']}", flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
