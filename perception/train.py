@@ -36,6 +36,7 @@ from perception.fusion import anchor as anchor_fuser
 from perception.heads import decode_detections
 from perception.inputs import NUM_CAMERAS, Batch, SampleArrays, collate, prepare_sample
 from perception.model import FusionModel, build_model
+from perception.threads import set_cpu_threads
 
 TRAIN_STATE_NAME = "train_state.pt"
 LOG_NAME = "train_log.jsonl"
@@ -348,7 +349,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
     if opts.threads:
-        torch.set_num_threads(opts.threads)
+        set_cpu_threads(opts.threads)
     seed_everything(opts.seed + rank)
 
     cfg = preset(opts.preset_name, opts.variant)

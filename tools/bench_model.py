@@ -67,7 +67,9 @@ def worker(args: argparse.Namespace) -> None:
     from perception.pipeline import Pipeline
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from perception.threads import set_cpu_threads
+
+        set_cpu_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint:
         pipe = Pipeline.from_checkpoint(args.checkpoint, device=device)
