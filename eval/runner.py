@@ -150,6 +150,11 @@ def run_model(
     from perception import Pipeline
 
     pipe = Pipeline.from_checkpoint(checkpoint, device=device)
+    if pipe.cfg.uses("camera") and hasattr(ds, "set_image_reduction"):
+        # Decode as the training cache did (perception.train.cache_split): same pixels in.
+        from perception.inputs import image_reduction_for
+
+        ds.set_image_reduction(image_reduction_for(ds.camera_image_hw(), pipe.cfg.camera.image_hw))
     run = ModelRun(
         meta=ResultsMeta(use_camera=pipe.cfg.uses("camera"), use_lidar=pipe.cfg.uses("lidar")),
         dt_s=pipe.cfg.planning.dt_s,

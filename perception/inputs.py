@@ -237,6 +237,22 @@ def detection_targets(
     return heat, reg_index, reg_target, reg_mask, vel_mask
 
 
+def image_reduction_for(source_hw: tuple[int, int] | None, network_hw: tuple[int, int]) -> int:
+    """Largest JPEG decode reduction (8, 4, 2 or 1) that still gives at least the network's
+    input size, so images are never decoded larger than needed nor upsampled afterwards.
+
+    Training caches and inference must use the same value: the same pixels then reach the
+    resize to ``network_hw``. A reduced decode is ``ceil(size / r)`` pixels (OpenCV).
+    """
+    if source_hw is None:
+        return 1
+    (sh, sw), (nh, nw) = source_hw, network_hw
+    for r in (8, 4, 2):
+        if -(-sh // r) >= nh and -(-sw // r) >= nw:
+            return r
+    return 1
+
+
 def resize_camera(
     image: np.ndarray, intrinsics: np.ndarray, out_hw: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,14 @@ from perception.checkpoint import git_commit, save_checkpoint
 from perception.config import MODALITY_ORDER, ModelConfig, preset
 from perception.fusion import anchor as anchor_fuser
 from perception.heads import decode_detections
-from perception.inputs import NUM_CAMERAS, Batch, SampleArrays, collate, prepare_sample
+from perception.inputs import (
+    NUM_CAMERAS,
+    Batch,
+    SampleArrays,
+    collate,
+    image_reduction_for,
+    prepare_sample,
+)
 from perception.model import FusionModel, build_model
 from perception.threads import set_cpu_threads
 
@@ -130,17 +137,21 @@ def cache_split(
     cache_dir: str,
     progress: bool = True,
     max_samples: int | None = None,
-    image_reduction: int = 4,
+    image_reduction: int | None = None,
 ) -> list[Path]:
     """Prepare (once) and list the cached ``SampleArrays`` of every sample in ``split``.
 
     Images are decoded at ``1 / image_reduction`` size (JPEG DCT scaling: much faster) and
-    then resized to the network input. A sample that fails to load is reported on stderr and
-    skipped; the others are kept.
+    then resized to the network input; None picks it from the recorded image size and the
+    network input (``image_reduction_for``), as inference does. A sample that fails to load is
+    reported on stderr and skipped; the others are kept.
     """
     from sensors.datasets.nuscenes import NuScenesDataset
 
-    ds = NuScenesDataset(dataroot, version=version, image_reduction=image_reduction)
+    ds = NuScenesDataset(dataroot, version=version)
+    if image_reduction is None:
+        image_reduction = image_reduction_for(ds.camera_image_hw(), cfg.camera.image_hw)
+    ds.set_image_reduction(image_reduction)
     tokens = ds.split_sample_tokens(split)
     if max_samples is not None:
         tokens = tokens[:max_samples]

@@ -214,6 +214,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  note: only {len(tokens)} of {len(split_tokens)} samples run; the rest count "
             "as empty, so these metrics are not comparable to a full run"
         )
+    # Decode at the reduction the checkpoints were trained with (eval.runner does the same
+    # when it loads samples itself); the visual record reloads its sample at full size.
+    from perception.checkpoint import load_config
+    from perception.inputs import image_reduction_for
+
+    cam_cfgs = [c for c in (load_config(CHECKPOINTS / v) for v in variants) if c.uses("camera")]
+    if cam_cfgs:
+        net_hw = cam_cfgs[0].camera.image_hw
+        ds.set_image_reduction(image_reduction_for(ds.camera_image_hw(), net_hw))
     samples = {}
     for tok in tokens:
         try:
@@ -266,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         run, summary = runs[best]
         # The sample with most annotated boxes shows the most.
         tok = max(samples, key=lambda t: len(samples[t].boxes or ()))
-        camera_sheet(samples[tok], run, demo_dir / "detections_cameras.jpg")
+        ds.set_image_reduction(1)
+        full = ds.load_sample(tok)
+        camera_sheet(full, run, demo_dir / "detections_cameras.jpg")
         bev_figure(
             samples[tok],
             run,

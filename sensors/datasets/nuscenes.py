@@ -152,8 +152,7 @@ class NuScenesDataset:
     ) -> None:
         if num_sweeps < 1:
             raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}")
-        if image_reduction not in (1, 2, 4, 8):
-            raise ValueError(f"image_reduction must be 1, 2, 4 or 8, got {image_reduction}")
+        self.set_image_reduction(image_reduction)
         self.dataroot = Path(dataroot)
         if not (self.dataroot / version).is_dir():
             raise FileNotFoundError(
@@ -162,7 +161,6 @@ class NuScenesDataset:
             )
         self.version = version
         self.num_sweeps = int(num_sweeps)
-        self.image_reduction = int(image_reduction)
         self.min_distance_m = float(min_distance_m)
         self.camera_tolerance_us = int(camera_tolerance_us)
         self.ultrasonic_tolerance_us = int(ultrasonic_tolerance_us)
@@ -211,6 +209,22 @@ class NuScenesDataset:
             raise ValueError(f"unknown split {split!r}; the devkit knows {sorted(splits)}")
         names = set(splits[split])
         return [t for t in self.scene_tokens if self.nusc.get("scene", t)["name"] in names]
+
+    def set_image_reduction(self, image_reduction: int) -> None:
+        """Decode camera images at ``1 / image_reduction`` from now on (1, 2, 4 or 8)."""
+        if image_reduction not in (1, 2, 4, 8):
+            raise ValueError(f"image_reduction must be 1, 2, 4 or 8, got {image_reduction}")
+        self.image_reduction = int(image_reduction)
+
+    def camera_image_hw(self) -> tuple[int, int] | None:
+        """(height, width) in pixels of the recorded camera images, from the sample_data table
+        (None when the dataset has no camera records).
+        """
+        for sd in self.nusc.sample_data:
+            if sd.get("sensor_modality") == "camera" or sd["filename"].endswith(".jpg"):
+                if sd.get("height") and sd.get("width"):
+                    return int(sd["height"]), int(sd["width"])
+        return None
 
     def split_sample_tokens(self, split: str) -> list[str]:
         """Keyframe sample tokens of a split, ordered by scene name then time."""
