@@ -248,6 +248,15 @@ _DENSE_MAX_BYTES = 1 << 21
 
 
 @numba.njit(cache=True, inline="always")
+def _chunk_scratch():
+    """Per-chunk buffers of ``_chunk_keys``: float32 x, y, z; int32 z, y, x cells; int32 key."""
+    return (np.empty(_CHUNK, dtype=np.float32), np.empty(_CHUNK, dtype=np.float32),
+            np.empty(_CHUNK, dtype=np.float32), np.empty(_CHUNK, dtype=np.int32),
+            np.empty(_CHUNK, dtype=np.int32), np.empty(_CHUNK, dtype=np.int32),
+            np.empty(_CHUNK, dtype=np.int32))
+
+
+@numba.njit(cache=True, inline="always")
 def _chunk_keys(points, c0, m, vsize, rmin, gx, gy, fgx, fgy, fgz, xs, ys, zs, izs, iys, ixs,
                 keys):
     # keys[t] for points c0 + t, t < m, and their (z, y, x) in (izs, iys, ixs)[t]: the same
@@ -302,13 +311,7 @@ def _fused_dense(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, table,
     to ``out[v]``. Returns the number of voxels M; out, coords, counts are valid up to M.
     """
     n = points.shape[0]
-    xs = np.empty(_CHUNK, dtype=np.float32)
-    ys = np.empty(_CHUNK, dtype=np.float32)
-    zs = np.empty(_CHUNK, dtype=np.float32)
-    izs = np.empty(_CHUNK, dtype=np.int32)
-    iys = np.empty(_CHUNK, dtype=np.int32)
-    ixs = np.empty(_CHUNK, dtype=np.int32)
-    keys = np.empty(_CHUNK, dtype=np.int32)
+    xs, ys, zs, izs, iys, ixs, keys = _chunk_scratch()
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
     gx32, gy32 = np.int32(gx), np.int32(gy)
     nvox = 0
@@ -352,13 +355,7 @@ def _fused_dense_packed(points, vsize, rmin, gx, gy, gz, max_points, max_voxels,
     max_points < 256; the counts are read back from the table at the end.
     """
     n = points.shape[0]
-    xs = np.empty(_CHUNK, dtype=np.float32)
-    ys = np.empty(_CHUNK, dtype=np.float32)
-    zs = np.empty(_CHUNK, dtype=np.float32)
-    izs = np.empty(_CHUNK, dtype=np.int32)
-    iys = np.empty(_CHUNK, dtype=np.int32)
-    ixs = np.empty(_CHUNK, dtype=np.int32)
-    keys = np.empty(_CHUNK, dtype=np.int32)
+    xs, ys, zs, izs, iys, ixs, keys = _chunk_scratch()
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
     gx32, gy32 = np.int32(gx), np.int32(gy)
     nvox = 0
@@ -410,13 +407,7 @@ def _fused_hash(points, vsize, rmin, gx, gy, gz, max_points, max_voxels, out, co
     shift = np.uint64(64 - bits)
     # One int64 per row, key << 32 | voxel id (both < 2**31 here); -1 marks an empty row.
     table = np.full(1 << bits, -1, dtype=np.int64)
-    xs = np.empty(_CHUNK, dtype=np.float32)
-    ys = np.empty(_CHUNK, dtype=np.float32)
-    zs = np.empty(_CHUNK, dtype=np.float32)
-    izs = np.empty(_CHUNK, dtype=np.int32)
-    iys = np.empty(_CHUNK, dtype=np.int32)
-    ixs = np.empty(_CHUNK, dtype=np.int32)
-    keys = np.empty(_CHUNK, dtype=np.int32)
+    xs, ys, zs, izs, iys, ixs, keys = _chunk_scratch()
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
     gx32, gy32 = np.int32(gx), np.int32(gy)
     nvox = 0
