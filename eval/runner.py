@@ -20,6 +20,7 @@ from eval import planning
 from eval.detection.results import ResultsMeta, write_results
 
 if TYPE_CHECKING:
+    from perception.config import ModelConfig
     from sensors.datasets.nuscenes import NuScenesDataset
 
 
@@ -118,6 +119,17 @@ class ModelRun:
         return out
 
 
+def decode_like_training(ds: NuScenesDataset, cfg: ModelConfig) -> None:
+    """Make ``ds`` decode camera images at the reduction ``cfg``'s training cache used
+    (``perception.train.cache_split``), so the model sees the same pixels; no-op for models
+    without cameras.
+    """
+    if cfg.uses("camera"):
+        from perception.inputs import image_reduction_for
+
+        ds.set_image_reduction(image_reduction_for(ds.camera_image_hw(), cfg.camera.image_hw))
+
+
 def run_model(
     checkpoint: str | Path,
     ds: NuScenesDataset,
@@ -132,7 +144,9 @@ def run_model(
 
     Args:
         checkpoint: checkpoint folder written by ``tools/train.py``.
-        ds: the dataset the tokens belong to (poses, loading).
+        ds: the dataset the tokens belong to (poses, loading). When the model reads
+            cameras, ``ds`` is switched to the decode reduction its training used
+            (``decode_like_training``).
         tokens: keyframe sample tokens; every one gets an entry in ``detections``.
         samples: preloaded (possibly fault-injected) samples by token; loaded when absent.
         device: torch device; default CUDA when present, else CPU.
@@ -150,11 +164,7 @@ def run_model(
     from perception import Pipeline
 
     pipe = Pipeline.from_checkpoint(checkpoint, device=device)
-    if pipe.cfg.uses("camera") and hasattr(ds, "set_image_reduction"):
-        # Decode as the training cache did (perception.train.cache_split): same pixels in.
-        from perception.inputs import image_reduction_for
-
-        ds.set_image_reduction(image_reduction_for(ds.camera_image_hw(), pipe.cfg.camera.image_hw))
+    decode_like_training(ds, pipe.cfg)
     run = ModelRun(
         meta=ResultsMeta(use_camera=pipe.cfg.uses("camera"), use_lidar=pipe.cfg.uses("lidar")),
         dt_s=pipe.cfg.planning.dt_s,

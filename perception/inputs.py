@@ -689,12 +689,15 @@ def collate(
     cfg: ModelConfig,
     watch: Stopwatch | None = None,
     skip: tuple[str, ...] = (),
+    depth_targets: bool = False,
 ) -> Batch:
     """Stack per-sample arrays into a ``Batch``: voxelize, lift geometry, raster, normalise.
 
     Targets are included only when every sample has them. Modalities the model does not use
     are skipped (no voxelization for ``camera_only``), but still count in ``presence``; so are
-    those named in ``skip`` (their BEV maps come from a feature cache).
+    those named in ``skip`` (their BEV maps come from a feature cache). ``depth_targets``
+    adds the LiDAR depth targets of the camera lift (training only: inference never needs
+    them).
     """
     b = len(samples)
     uses_cam, uses_lidar, uses_us = (cfg.uses(m) and m not in skip for m in MODALITY_ORDER)
@@ -751,7 +754,7 @@ def collate(
     if all(s.has_targets for s in samples):
         for name in ("heatmap", "reg_index", "reg_target", "reg_mask", "vel_mask"):
             tg[name] = torch.from_numpy(np.stack([getattr(s, name) for s in samples]))
-        if uses_cam and cfg.loss.depth_weight > 0 and cfg.fusion.kind != "serial":
+        if depth_targets and uses_cam and cfg.loss.depth_weight > 0 and cfg.fusion.kind != "serial":
             with maybe_stage(watch, "depth_target"):
                 dt = np.full((b, NUM_CAMERAS, *cfg.camera.feature_hw), -1, np.int64)
                 for i, s in enumerate(samples):

@@ -267,7 +267,7 @@ def collate_cached(
     cached: tuple[str, ...],
 ) -> Batch:
     """``collate`` for items with cached BEV maps of the ``cached`` branches."""
-    batch = collate([a for a, _ in items], cfg, skip=cached)
+    batch = collate([a for a, _ in items], cfg, skip=cached, depth_targets=True)
     feats = {
         m: torch.from_numpy(np.stack([f[m] for _, f in items]).astype(np.float32))
         for m in cached
@@ -425,7 +425,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     collate_fn = (
         functools.partial(collate_cached, cfg=cfg, cached=cached)
         if cached
-        else functools.partial(collate, cfg=cfg)
+        else functools.partial(collate, cfg=cfg, depth_targets=True)
     )
     sampler = DistributedSampler(data, seed=opts.seed) if distributed else None
     loader = DataLoader(

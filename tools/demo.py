@@ -216,13 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     # Decode at the reduction the checkpoints were trained with (eval.runner does the same
     # when it loads samples itself); the visual record reloads its sample at full size.
+    from eval.runner import decode_like_training
     from perception.checkpoint import load_config
-    from perception.inputs import image_reduction_for
 
     cam_cfgs = [c for c in (load_config(CHECKPOINTS / v) for v in variants) if c.uses("camera")]
     if cam_cfgs:
-        net_hw = cam_cfgs[0].camera.image_hw
-        ds.set_image_reduction(image_reduction_for(ds.camera_image_hw(), net_hw))
+        decode_like_training(ds, cam_cfgs[0])
     samples = {}
     for tok in tokens:
         try:

@@ -16,6 +16,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from perception.ops._buffers import zeroed_output
+
 
 @numba.njit(cache=True, parallel=True)
 def _paint(xyz, proj, feats, mask, min_depth, out):
@@ -89,17 +91,8 @@ def paint_points(
     """
     xyz, proj, f, mask, min_depth = _validate(points_xyz, img_from_ego, feats, camera_mask,
                                               min_depth_m)
-    shape = (xyz.shape[0], f.shape[3])
-    if out is None:
-        # calloc: fresh pages arrive zeroed, and rows no camera sees are never written.
-        result = np.zeros(shape, dtype=np.float32)
-    else:
-        if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise ValueError(
-                f"out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}"
-            )
-        result = out
-        result.fill(0)
+    # Rows no camera sees are never written: they keep the buffer's zeros.
+    result = zeroed_output(out, (xyz.shape[0], f.shape[3]), np.float32)
     _paint(xyz, proj, f, mask, min_depth, result)
     return result
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from perception.ops._buffers import zeroed_output
+
 
 @numba.njit(cache=True)
 def _scatter_planes(features, flat_index, out2):
@@ -73,16 +75,7 @@ def scatter_to_bev(
     """
     f, c, h, w = _validate(features, coords_zyx, grid_hw)
     shape = (f.shape[1], h, w)
-    if out is None:
-        # calloc: fresh pages arrive zeroed from the OS, so no separate zeroing pass.
-        canvas = np.zeros(shape, dtype=f.dtype)
-    else:
-        if out.shape != shape or out.dtype != f.dtype or not out.flags.c_contiguous:
-            raise ValueError(
-                f"out must be C-contiguous {f.dtype} {shape}, got {out.dtype} {out.shape}"
-            )
-        canvas = out
-        canvas.fill(0)
+    canvas = zeroed_output(out, shape, f.dtype)
     flat_index = c[:, 1].astype(np.int64) * w + c[:, 2]
     _scatter_planes(f, flat_index, canvas.reshape(shape[0], h * w))
     return canvas
