@@ -27,13 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.detection import (  # noqa: E402
     ResultsFormatError,
+    evaluate_by_condition,
     evaluate_detections,
     load_config,
     split_sample_tokens,
     validate_results,
     write_metrics,
 )
-from eval.detection.report import markdown_summary, plot_curves  # noqa: E402
+from eval.detection.report import condition_table, markdown_summary, plot_curves  # noqa: E402
 
 
 def _load_nusc(dataroot: str, version: str):  # noqa: ANN202
@@ -100,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         help="steering-wheel/front-wheel ratio; without it steering is checked against the "
         "angle the CAN yaw rate implies",
     )
+    ap.add_argument(
+        "--by-condition",
+        action="store_true",
+        help="also score each driving condition named in the scene descriptions (rain, night, "
+        "fog, other) on its own; writes metrics_by_condition.json",
+    )
     args = ap.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     if report is not None:
         (out / "planning.json").write_text(json.dumps(report, indent=2))
         md += "\n## Planning and control\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
+    if args.by_condition:
+        groups = evaluate_by_condition(nusc, source, args.split, config)
+        (out / "metrics_by_condition.json").write_text(
+            json.dumps(
+                {k: {"num_samples": n, **m.to_dict()} for k, (n, m) in groups.items()}, indent=2
+            )
+        )
+        table = condition_table(groups)
+        md += "\n## By condition (scene description)\n\n" + table + "\n"
+        print(table)
     (out / "summary.md").write_text(md)
     if not args.no_plots:
         plot_curves(summary, out / "plots")

@@ -6,7 +6,13 @@ Entry points: :func:`evaluate_detections` (results file or dict -> metrics summa
 
 from eval.detection.config import DetectionConfig, default_config, load_config
 from eval.detection.data import DetectionMetricsSummary, EvalBoxSet, MetricCurves
-from eval.detection.evaluate import evaluate_boxes, evaluate_detections, write_metrics
+from eval.detection.evaluate import (
+    evaluate_boxes,
+    evaluate_by_condition,
+    evaluate_detections,
+    scene_conditions,
+    write_metrics,
+)
 from eval.detection.loading import ResultsFormatError, load_gt, load_results, split_sample_tokens
 from eval.detection.results import ResultsMeta, validate_results, write_results
 
@@ -19,10 +25,12 @@ __all__ = [
     "ResultsMeta",
     "default_config",
     "evaluate_boxes",
+    "evaluate_by_condition",
     "evaluate_detections",
     "load_config",
     "load_gt",
     "load_results",
+    "scene_conditions",
     "split_sample_tokens",
     "validate_results",
     "write_metrics",

@@ -136,6 +136,40 @@ def evaluate_boxes(
     )
 
 
+def _load_filtered(
+    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    results: dict | str | Path,
+    eval_set: str,
+    config: DetectionConfig,
+    verbose: bool,
+) -> tuple[EvalBoxSet, EvalBoxSet, dict, list[str]]:
+    """Ground truth and predictions of ``eval_set`` after the devkit's filters, the results'
+    meta, and the split's sample tokens (see ``evaluate_detections`` for the errors).
+    """
+    pred, meta = load_results(results, config.max_boxes_per_sample, progress=verbose)
+    sample_tokens = split_sample_tokens(nusc, eval_set)
+    missing = set(sample_tokens) - set(pred.sample_tokens)
+    extra = set(pred.sample_tokens) - set(sample_tokens)
+    if missing or extra:
+        raise ResultsFormatError(
+            f"results do not cover split {eval_set!r} exactly: {len(missing)} of its "
+            f"{len(sample_tokens)} samples missing (e.g. {sorted(missing)[:3]}), {len(extra)} "
+            f"samples not in it (e.g. {sorted(extra)[:3]}); include every sample of the split, "
+            "with an empty list where there is no detection"
+        )
+    gt, racks = load_gt_and_bike_racks(nusc, sample_tokens)
+    ego_gt = ego_translations(nusc, sample_tokens)
+    gt = filter_boxes(nusc, gt, config, ego_gt, racks)
+    gt_id = {t: i for i, t in enumerate(sample_tokens)}
+    pred_to_gt = np.array([gt_id[t] for t in pred.sample_tokens], np.int64)
+    pred_racks = {}
+    inverse = {g: i for i, g in enumerate(pred_to_gt.tolist())}
+    for si, recs in racks.items():
+        pred_racks[inverse[si]] = recs
+    pred = filter_boxes(nusc, pred, config, ego_gt[pred_to_gt], pred_racks)
+    return gt, pred, meta, sample_tokens
+
+
 def evaluate_detections(
     nusc,  # noqa: ANN001 - a nuscenes.NuScenes
     results: dict | str | Path,
@@ -162,27 +196,7 @@ def evaluate_detections(
     """
     config = config or default_config()
     t0 = time.time()
-    pred, meta = load_results(results, config.max_boxes_per_sample, progress=verbose)
-    sample_tokens = split_sample_tokens(nusc, eval_set)
-    missing = set(sample_tokens) - set(pred.sample_tokens)
-    extra = set(pred.sample_tokens) - set(sample_tokens)
-    if missing or extra:
-        raise ResultsFormatError(
-            f"results do not cover split {eval_set!r} exactly: {len(missing)} of its "
-            f"{len(sample_tokens)} samples missing (e.g. {sorted(missing)[:3]}), {len(extra)} "
-            f"samples not in it (e.g. {sorted(extra)[:3]}); include every sample of the split, "
-            "with an empty list where there is no detection"
-        )
-    gt, racks = load_gt_and_bike_racks(nusc, sample_tokens)
-    ego_gt = ego_translations(nusc, sample_tokens)
-    gt = filter_boxes(nusc, gt, config, ego_gt, racks)
-    gt_id = {t: i for i, t in enumerate(sample_tokens)}
-    pred_to_gt = np.array([gt_id[t] for t in pred.sample_tokens], np.int64)
-    pred_racks = {}
-    inverse = {g: i for i, g in enumerate(pred_to_gt.tolist())}
-    for si, recs in racks.items():
-        pred_racks[inverse[si]] = recs
-    pred = filter_boxes(nusc, pred, config, ego_gt[pred_to_gt], pred_racks)
+    gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
     summary = evaluate_boxes(gt, pred, config, meta, verbose)
     if verbose:
         import sys
@@ -191,6 +205,77 @@ def evaluate_detections(
             f"evaluated {len(sample_tokens)} samples in {time.time() - t0:.2f} s", file=sys.stderr
         )
     return summary
+
+
+# Words of a scene description that name a driving condition. nuScenes writes them into the
+# free-text descriptions ("Night, parking lot, ...", "Rain, ..."), and so does our simulator;
+# the usual robustness breakdown (rain / night vs the rest) is a keyword match on them.
+CONDITION_KEYWORDS: tuple[str, ...] = ("rain", "night", "fog")
+OTHER_CONDITION = "other"
+
+
+def scene_conditions(
+    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    sample_tokens: list[str],
+    keywords: tuple[str, ...] = CONDITION_KEYWORDS,
+) -> dict[str, list[str]]:
+    """Group samples by the condition words in their scene's description.
+
+    A sample goes to every keyword its (lower-cased) scene description contains, and to
+    ``"other"`` when it contains none (clear daylight); groups with no sample are left out.
+
+    Args:
+        nusc: the loaded database.
+        sample_tokens: the samples to group.
+        keywords: lower-case words to look for.
+
+    Returns:
+        Group name -> sample tokens, in ``sample_tokens`` order; keywords first, then "other".
+
+    """
+    description = {s["token"]: s["description"].lower() for s in nusc.scene}
+    groups: dict[str, list[str]] = {k: [] for k in (*keywords, OTHER_CONDITION)}
+    for tok in sample_tokens:
+        text = description[nusc.get("sample", tok)["scene_token"]]
+        hits = [k for k in keywords if k in text]
+        for k in hits or [OTHER_CONDITION]:
+            groups[k].append(tok)
+    return {k: v for k, v in groups.items() if v}
+
+
+def _on_samples(boxes: EvalBoxSet, tokens: set[str]) -> EvalBoxSet:
+    """The rows of ``boxes`` that belong to samples in ``tokens``."""
+    keep = np.array([t in tokens for t in boxes.sample_tokens], dtype=bool)
+    return boxes.subset(keep[boxes.sample_index])
+
+
+def evaluate_by_condition(
+    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    results: dict | str | Path,
+    eval_set: str,
+    config: DetectionConfig | None = None,
+    keywords: tuple[str, ...] = CONDITION_KEYWORDS,
+    verbose: bool = False,
+) -> dict[str, tuple[int, DetectionMetricsSummary]]:
+    """The official metrics of ``results`` on each condition group of ``eval_set``.
+
+    Each group is scored as if it were the whole split (as ``DetectionEval`` would score a
+    split made of just those samples); the results file is read and filtered once.
+
+    Returns:
+        Group name (see ``scene_conditions``) -> (number of samples, metrics summary).
+
+    """
+    config = config or default_config()
+    gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
+    out = {}
+    for name, tokens in scene_conditions(nusc, sample_tokens, keywords).items():
+        wanted = set(tokens)
+        out[name] = (
+            len(tokens),
+            evaluate_boxes(_on_samples(gt, wanted), _on_samples(pred, wanted), config, meta),
+        )
+    return out
 
 
 def write_metrics(summary: DetectionMetricsSummary, output_dir: str | Path) -> dict[str, Path]:

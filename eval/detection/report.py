@@ -67,6 +67,21 @@ def markdown_summary(summary: DetectionMetricsSummary, title: str = "Detection m
     return "\n".join(lines)
 
 
+def condition_table(groups: dict[str, tuple[int, DetectionMetricsSummary]]) -> str:
+    """Markdown table of per-condition metrics (``evaluate_by_condition``'s output)."""
+    lines = [
+        "| condition | samples | mAP | NDS | "
+        + " | ".join(TP_METRIC_ABBREVIATIONS[m] for m in TP_METRICS)
+        + " |",
+        "|---|" + "---:|" * (3 + len(TP_METRICS)),
+    ]
+    for name, (n, s) in groups.items():
+        cells = [name, str(n), _fmt(s.mean_ap), _fmt(s.nd_score)]
+        cells += [_fmt(s.tp_errors[m], 3) for m in TP_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_curves(summary: DetectionMetricsSummary, out_dir: str | Path) -> list[Path]:
     """PR curves (per class, all thresholds; all classes at the TP threshold) and TP-error
     curves per class, as PNG files. Uses matplotlib's Agg canvas (no display needed).

@@ -114,6 +114,7 @@ def write_annotation_tables(
     samples_per_scene: int = 10,
     objects_per_scene: int = 30,
     seed: int = 0,
+    descriptions: tuple[str, ...] | None = None,
 ) -> AnnotationTablesInfo:
     """Write an annotation-only nuScenes database.
 
@@ -125,6 +126,8 @@ def write_annotation_tables(
         samples_per_scene: keyframes per scene (2 Hz).
         objects_per_scene: tracked objects per scene (each visible in a random sample range).
         seed: random seed (same seed, same bytes).
+        descriptions: one scene description per scene name (default ``"synthetic"``), e.g.
+            to give scenes the condition words that ``evaluate_by_condition`` groups by.
 
     Returns:
         What was written.
@@ -135,6 +138,10 @@ def write_annotation_tables(
     if scene_names is None:
         split = "mini_val" if version.endswith("mini") else "val"
         scene_names = tuple(create_splits_scenes()[split])
+    if descriptions is not None and len(descriptions) != len(scene_names):
+        raise ValueError(
+            f"descriptions: {len(descriptions)} given for {len(scene_names)} scenes"
+        )
     rng = np.random.default_rng(seed)
     root = Path(out_dir)
     table_dir = root / version
@@ -246,7 +253,7 @@ def write_annotation_tables(
                 "first_sample_token": sample_tokens[0],
                 "last_sample_token": sample_tokens[-1],
                 "name": name,
-                "description": "synthetic",
+                "description": descriptions[si] if descriptions else "synthetic",
             }
         )
 
