@@ -130,7 +130,8 @@ class FusionModel(nn.Module):
             raise ValueError("Batch has no detection targets (unannotated samples?)")
         heat = gaussian_focal_loss(out.heatmap, batch.heatmap)
         reg = regression_loss(
-            out.reg, batch.reg_index, batch.reg_target, batch.reg_mask, batch.vel_mask
+            out.reg, batch.reg_index, batch.reg_target, batch.reg_mask, batch.vel_mask,
+            self.cfg.loss.velocity_weight,
         )
         plan = planning_loss(out.waypoints, batch.plan_target, batch.plan_mask)
         total = self.task_weighting(heat, reg, plan)

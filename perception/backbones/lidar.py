@@ -22,6 +22,13 @@ class PillarFeatureNet(nn.Module):
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
+        # The point columns live on very different scales (std on synthetic drives: x, y
+        # ~17 m, intensity ~13, offsets ~0.2 m, time lag 0.15 s). Without normalisation the
+        # linear layer needs ~100x larger weights on the time lag than on x to use it at all,
+        # which a short AdamW run never reaches, so velocity (read from the lag) was not
+        # learned. A non-affine batch norm over the real points puts every column on unit
+        # scale, whatever the dataset's units (nuScenes intensity 0-255, KITTI 0-1).
+        self.input_norm = nn.BatchNorm1d(c_in, affine=False)
         self.linear = nn.Linear(c_in, c_out, bias=False)
         self.norm = nn.BatchNorm1d(c_out)
 
@@ -31,7 +38,7 @@ class PillarFeatureNet(nn.Module):
         if m == 0:
             return points.new_zeros((0, self.linear.out_features))
         valid = torch.arange(p, device=points.device)[None, :] < num_points[:, None]  # (M, P)
-        x = self.linear(points[valid])  # only real points shape the batch statistics
+        x = self.linear(self.input_norm(points[valid]))  # only real points shape the stats
         x = torch.relu(self.norm(x))
         dense = x.new_zeros((m, p, x.shape[-1]))
         dense[valid] = x
@@ -62,9 +69,17 @@ class LidarBackbone(nn.Module):
         c = lidar.bev_channels
         self.down = conv_bn_relu(lidar.pfn_channels, c, stride=self.stride)
         self.blocks = nn.Sequential(*[BasicBlock(c, c) for _ in range(lidar.num_blocks)])
-        # A half-resolution branch widens the receptive field cheaply (large vehicles).
+        # Context path: each stage halves the resolution, widening the receptive field cheaply
+        # (large vehicles; the motion trail that velocity is read from). Every stage's output
+        # is brought back to BEV resolution and merged with a 1x1 conv.
+        if lidar.context_stages < 1:
+            raise ValueError("LidarConfig.context_stages must be >= 1")
         self.low = nn.Sequential(BasicBlock(c, c, stride=2), BasicBlock(c, c))
-        self.merge = conv_bn_relu(2 * c, c, kernel=1)
+        self.lower = nn.ModuleList(
+            nn.Sequential(BasicBlock(c, c, stride=2), BasicBlock(c, c))
+            for _ in range(lidar.context_stages - 1)
+        )
+        self.merge = conv_bn_relu((1 + lidar.context_stages) * c, c, kernel=1)
         self.out_channels = c
 
     def forward(
@@ -93,8 +108,12 @@ class LidarBackbone(nn.Module):
         feats = self.pfn(pillars, num_points)
         canvas = scatter_pillars(feats, coords, batch_size, self.pillar_hw)
         x = self.blocks(self.down(canvas))
-        low = nn.functional.interpolate(self.low(x), size=x.shape[-2:], mode="nearest")
-        return self.merge(torch.cat([x, low], dim=1))
+        y = self.low(x)
+        levels = [x, nn.functional.interpolate(y, size=x.shape[-2:], mode="nearest")]
+        for stage in self.lower:
+            y = stage(y)
+            levels.append(nn.functional.interpolate(y, size=x.shape[-2:], mode="nearest"))
+        return self.merge(torch.cat(levels, dim=1))
 
 
 def gather_paint(img_feats: torch.Tensor, paint_index: torch.Tensor) -> torch.Tensor:

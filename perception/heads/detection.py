@@ -12,7 +12,7 @@ from torch import nn
 from calibration.sample import Boxes3D
 from perception.backbones.common import conv_bn_relu
 from perception.config import ModelConfig
-from perception.inputs import NUM_REG, class_group_order
+from perception.inputs import NUM_REG, VELOCITY_UNIT_MPS, class_group_order
 from sensors.types import DETECTION_CLASSES
 
 # Focal-loss prior: initial foreground probability 0.1 keeps early training stable.
@@ -126,7 +126,8 @@ def decode_detections(
             yaw = np.arctan2(r[:, 6], r[:, 7])
             labels = np.array([order[c0 + int(c)] for c in cls_local.cpu().numpy()], np.int64)
             s = top_s.cpu().numpy().astype(np.float64)
-            arr = np.column_stack([x, y, r[:, 2], wlh, yaw, r[:, 8], r[:, 9], s, labels])
+            vel = r[:, 8:10] * VELOCITY_UNIT_MPS
+            arr = np.column_stack([x, y, r[:, 2], wlh, yaw, vel, s, labels])
             if len(arr) and det.nms_radius_m[gi] > 0:
                 keep_i = circle_nms(
                     np.ascontiguousarray(arr[:, :2], np.float32),

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from perception.config import LossConfig
-from perception.inputs import NUM_REG
+from perception.inputs import NUM_REG, VELOCITY_UNIT_MPS
 
 # CenterPoint's nuScenes code weights: velocity matters less than geometry early in training.
+# ``LossConfig.velocity_weight`` overrides the last two.
 REG_CODE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
 
 
@@ -54,6 +55,7 @@ def regression_loss(
     target: torch.Tensor,
     mask: torch.Tensor,
     vel_mask: torch.Tensor,
+    velocity_weight: float = REG_CODE_WEIGHTS[8],
 ) -> torch.Tensor:
     """Weighted L1 at the object centres.
 
@@ -63,6 +65,7 @@ def regression_loss(
         target: (B, G, K, 10).
         mask: (B, G, K) 1 for real objects.
         vel_mask: (B, G, K) 1 where the velocity target is known.
+        velocity_weight: code weight of the two velocity components (per m/s of error).
 
     Returns:
         Scalar: mean over real objects of the code-weighted L1.
@@ -72,7 +75,12 @@ def regression_loss(
     flat = reg.float().view(b, g, c, h * w)
     pred = flat.gather(3, index[:, :, None, :].expand(b, g, c, index.shape[-1]))
     pred = pred.permute(0, 1, 3, 2)  # (B, G, K, 10)
-    weights = torch.tensor(REG_CODE_WEIGHTS, device=reg.device).view(1, 1, 1, NUM_REG)
+    # Velocity outputs are in VELOCITY_UNIT_MPS; the loss compares metres per second.
+    unit = torch.ones(NUM_REG, device=reg.device)
+    unit[8:] = VELOCITY_UNIT_MPS
+    pred = pred * unit
+    code = (*REG_CODE_WEIGHTS[:8], velocity_weight, velocity_weight)
+    weights = torch.tensor(code, device=reg.device).view(1, 1, 1, NUM_REG)
     m = mask[..., None].expand_as(pred).clone()
     m[..., 8:] = m[..., 8:] * vel_mask[..., None]
     err = (pred - target).abs() * weights * m

@@ -4,6 +4,7 @@ Modules (import the one you need; nothing here is imported eagerly, so that impo
 ``perception`` does not load Numba):
 
 * ``voxelize``: ``hard_voxelize`` (spconv/mmcv semantics, bit-identical), ``dynamic_voxelize``
+* ``interleave``: ``interleave_sweeps`` (round-robin over sweeps before a first-come cap)
 * ``pillars``: ``pillar_features`` (PointPillars decorations fused with voxelization)
 * ``scatter``: ``scatter_to_bev`` (pillar features to a dense (C, H, W) canvas)
 * ``bev_pool``: ``bev_pool``, ``bev_pool_backward``, ``bev_pool_prepare`` (lift-splat)

@@ -6,7 +6,13 @@ from calibration.sample import Boxes3D
 from perception.config import preset
 from perception.heads.detection import attribute_for, decode_detections
 from perception.heads.losses import gaussian_focal_loss, regression_loss
-from perception.inputs import NUM_REG, detection_targets, draw_gaussian, gaussian_radius
+from perception.inputs import (
+    NUM_REG,
+    VELOCITY_UNIT_MPS,
+    detection_targets,
+    draw_gaussian,
+    gaussian_radius,
+)
 
 pytest.importorskip("perception.ops.nms", reason="engineer C's circle NMS kernel")
 
@@ -28,14 +34,17 @@ def test_targets_decode_back_to_the_ground_truth():
     heat, idx, tgt, mask, vmask = detection_targets(gt, cfg)
     assert heat.shape == (10, 64, 64) and heat.max() == 1.0
     assert int(mask.sum()) == 5 and int(vmask.sum()) == 4
-    # Perfect head outputs: logits of the target heatmap, regression written at the centres.
+    # Perfect head outputs: logits of the target heatmap, regression written at the centres
+    # (targets hold m/s; the head outputs velocity in VELOCITY_UNIT_MPS).
     logits = torch.logit(torch.from_numpy(heat).clamp(1e-4, 1 - 1e-4))[None]
     g = len(cfg.detection.class_groups)
     reg = torch.zeros(1, g, NUM_REG, 64 * 64)
     for gi in range(g):
         for k in range(idx.shape[1]):
             if mask[gi, k]:
-                reg[0, gi, :, idx[gi, k]] = torch.from_numpy(tgt[gi, k])
+                out = tgt[gi, k].copy()
+                out[8:] /= VELOCITY_UNIT_MPS
+                reg[0, gi, :, idx[gi, k]] = torch.from_numpy(out)
     reg = reg.view(1, g, NUM_REG, 64, 64)
     (dets,) = decode_detections(logits, reg, cfg)
     assert len(dets) == 5
@@ -90,7 +99,11 @@ def test_regression_loss_reads_only_object_centres_and_masks_unknown_velocity():
     # Error 1 on the 8 geometry channels, velocity masked -> 8 / 1 object.
     assert float(regression_loss(reg, idx, tgt, mask, vmask)) == pytest.approx(8.0)
     vmask[..., 0] = 1.0
-    assert float(regression_loss(reg, idx, tgt, mask, vmask)) == pytest.approx(8.4)
+    # Velocity outputs are in units of VELOCITY_UNIT_MPS (10 m/s): output 1 = 10 m/s error,
+    # times the default code weight 0.2 per m/s, on each of the two components.
+    assert float(regression_loss(reg, idx, tgt, mask, vmask)) == pytest.approx(12.0)
+    # LossConfig.velocity_weight replaces the code weight of both velocity components.
+    assert float(regression_loss(reg, idx, tgt, mask, vmask, 0.05)) == pytest.approx(9.0)
 
 
 def test_gaussian_helpers():

@@ -4,6 +4,7 @@ must accept them and give the same result as for writable copies."""
 import numpy as np
 
 from perception.ops.bev_pool import bev_pool, bev_pool_backward, bev_pool_prepare
+from perception.ops.interleave import interleave_sweeps
 from perception.ops.nms import circle_nms
 from perception.ops.painting import paint_points
 from perception.ops.pillars import pillar_features
@@ -55,5 +56,8 @@ def test_readonly_inputs_everywhere():
     args = (0.5, 5.0, (-5, -5, 5, 5), (16, 16))
     same(ultrasonic_raster(ro(rngs), ro(pos), ro(yaw), *args),
          ultrasonic_raster(rngs, pos, yaw, *args))
+    swept = pts.copy()
+    swept[:, 4] = np.repeat([0.0, 0.05, 0.1], 1000)
+    same(interleave_sweeps(ro(swept)), interleave_sweeps(swept))
     same(circle_nms(ro(pts[:100, :2]), ro(pts[:100, 3]), 1.0),
          circle_nms(pts[:100, :2], pts[:100, 3], 1.0))
