@@ -1,10 +1,12 @@
-"""Prediction sets for the parity tests, built from the fixture database's annotations."""
+"""Prediction sets for the parity tests, built from the fixture database's annotations, and
+the annotation-only databases they run on."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from eval.detection.config import CATEGORY_TO_DETECTION_CLASS
+from eval.detection.synthetic import write_annotation_tables
 
 META = {
     "use_camera": False,
@@ -14,6 +16,15 @@ META = {
     "use_external": False,
 }
 CLASSES = sorted(set(CATEGORY_TO_DETECTION_CLASS.values()))
+
+
+def annotation_nusc(tmp_path_factory, name: str, **tables):
+    """A devkit ``NuScenes`` over annotation-only ``v1.0-mini`` tables written in a temp dir."""
+    from nuscenes import NuScenes
+
+    root = tmp_path_factory.mktemp(name)
+    write_annotation_tables(root, "v1.0-mini", **tables)
+    return NuScenes("v1.0-mini", str(root), verbose=False)
 
 
 def gt_records(nusc):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from eval_predictions import make_predictions
+from eval_predictions import annotation_nusc, make_predictions
 from test_detection_parity import assert_close, devkit_summary
 
 from eval.detection import evaluate_by_condition, evaluate_detections, scene_conditions
-from eval.detection.synthetic import write_annotation_tables
 
 SCENES = ("scene-0103", "scene-0061", "scene-0916")  # 0061 is mini_train: never scored
 DESCRIPTIONS = ("Rain, busy intersection, peds", "Night, clear sky", "NIGHT, parking lot")
@@ -18,19 +17,10 @@ DESCRIPTIONS = ("Rain, busy intersection, peds", "Night, clear sky", "NIGHT, par
 
 @pytest.fixture(scope="module")
 def cond_nusc(tmp_path_factory):
-    from nuscenes import NuScenes
-
-    root = tmp_path_factory.mktemp("nuscenes_conditions")
-    write_annotation_tables(
-        root,
-        "v1.0-mini",
-        scene_names=SCENES,
-        samples_per_scene=10,
-        objects_per_scene=30,
-        seed=5,
+    return annotation_nusc(
+        tmp_path_factory, "nuscenes_conditions", scene_names=SCENES, seed=5,
         descriptions=DESCRIPTIONS,
     )
-    return NuScenes("v1.0-mini", str(root), verbose=False)
 
 
 def _scene_samples(nusc, name: str) -> list[str]:
