@@ -166,7 +166,9 @@ def cache_split(
             except Exception as e:  # noqa: BLE001 - a long job records the bad frame, goes on
                 print(f"[cache] sample {tok}: {type(e).__name__}: {e}", file=sys.stderr)
                 continue
-            tmp = folder / f"{tok}.tmp.npz"
+            # A per-process temporary name: two jobs caching the same split at once (the
+            # training scripts run two at a time) must not rename each other's file away.
+            tmp = folder / f"{tok}.{os.getpid()}.tmp.npz"
             arrays.save(tmp)
             tmp.replace(f)
         files.append(f)
@@ -213,7 +215,7 @@ def cache_branch_features(
         if not target.is_file():
             a = SampleArrays.load(f)
             bevs = model.branch_bevs(collate([a], cfg, skip=skip).to(device), which)
-            tmp = folder / (f.stem + ".tmp.npz")
+            tmp = folder / f"{f.stem}.{os.getpid()}.tmp.npz"  # see cache_split
             np.savez(tmp, **{m: bevs[m][0].cpu().numpy().astype(np.float16) for m in which})
             tmp.replace(target)
         out.append(target)
