@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.detection import (  # noqa: E402
     ResultsFormatError,
-    evaluate_by_condition,
     evaluate_detections,
+    evaluate_with_conditions,
     load_config,
     split_sample_tokens,
     validate_results,
@@ -120,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         nusc = _load_nusc(args.dataroot, args.version)
         source = args.results
     try:
-        summary = evaluate_detections(nusc, source, args.split, config, verbose=True)
+        groups: dict = {}
+        if args.by_condition:  # one read of the results and the ground truth for both
+            summary, groups = evaluate_with_conditions(nusc, source, args.split, config,
+                                                       verbose=True)
+        else:
+            summary = evaluate_detections(nusc, source, args.split, config, verbose=True)
     except ResultsFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.results:
@@ -136,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         (out / "planning.json").write_text(json.dumps(report, indent=2))
         md += "\n## Planning and control\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
     if args.by_condition:
-        groups = evaluate_by_condition(nusc, source, args.split, config)
         (out / "metrics_by_condition.json").write_text(
             json.dumps(
                 {k: {"num_samples": n, **m.to_dict()} for k, (n, m) in groups.items()}, indent=2

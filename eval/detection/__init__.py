@@ -10,6 +10,7 @@ from eval.detection.evaluate import (
     evaluate_boxes,
     evaluate_by_condition,
     evaluate_detections,
+    evaluate_with_conditions,
     scene_conditions,
     write_metrics,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "evaluate_boxes",
     "evaluate_by_condition",
     "evaluate_detections",
+    "evaluate_with_conditions",
     "load_config",
     "load_gt",
     "load_results",

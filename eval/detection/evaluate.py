@@ -249,6 +249,30 @@ def _on_samples(boxes: EvalBoxSet, tokens: set[str]) -> EvalBoxSet:
     return boxes.subset(keep[boxes.sample_index])
 
 
+def evaluate_with_conditions(
+    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    results: dict | str | Path,
+    eval_set: str,
+    config: DetectionConfig | None = None,
+    keywords: tuple[str, ...] = CONDITION_KEYWORDS,
+    verbose: bool = False,
+) -> tuple[DetectionMetricsSummary, dict[str, tuple[int, DetectionMetricsSummary]]]:
+    """The whole split's metrics and each condition group's (``evaluate_by_condition``), from
+    one read and filtering of the results and the ground truth.
+    """
+    config = config or default_config()
+    gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
+    whole = evaluate_boxes(gt, pred, config, meta, verbose)
+    groups = {}
+    for name, tokens in scene_conditions(nusc, sample_tokens, keywords).items():
+        wanted = set(tokens)
+        groups[name] = (
+            len(tokens),
+            evaluate_boxes(_on_samples(gt, wanted), _on_samples(pred, wanted), config, meta),
+        )
+    return whole, groups
+
+
 def evaluate_by_condition(
     nusc,  # noqa: ANN001 - a nuscenes.NuScenes
     results: dict | str | Path,
@@ -266,16 +290,7 @@ def evaluate_by_condition(
         Group name (see ``scene_conditions``) -> (number of samples, metrics summary).
 
     """
-    config = config or default_config()
-    gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
-    out = {}
-    for name, tokens in scene_conditions(nusc, sample_tokens, keywords).items():
-        wanted = set(tokens)
-        out[name] = (
-            len(tokens),
-            evaluate_boxes(_on_samples(gt, wanted), _on_samples(pred, wanted), config, meta),
-        )
-    return out
+    return evaluate_with_conditions(nusc, results, eval_set, config, keywords, verbose)[1]
 
 
 def write_metrics(summary: DetectionMetricsSummary, output_dir: str | Path) -> dict[str, Path]:
