@@ -68,6 +68,8 @@ class TrainOptions:
         modality_dropout: per-modality drop probability (None = the preset's).
         anchor: modality the fuser starts biased towards (``perception.fusion.anchor``).
         fuser: replace the variant's fuser kind (capacity-matched ablations), or None.
+        image_hw: camera network input (height, width) in pixels instead of the preset's, or
+            None (resolution studies; the checkpoint's config records it).
         amp: bfloat16 autocast on CUDA.
         max_samples: use only the first N training samples (smoke runs).
         log_every / save_every: steps between log lines / checkpoints.
@@ -96,6 +98,7 @@ class TrainOptions:
     modality_dropout: tuple[float, float, float] | None = None
     anchor: str | None = None
     fuser: str | None = None
+    image_hw: tuple[int, int] | None = None
     amp: bool = True
     max_samples: int | None = None
     log_every: int = 20
@@ -372,6 +375,13 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         cfg = replace(
             cfg, fusion=replace(cfg.fusion, kind=opts.fuser), name=f"{cfg.name}+{opts.fuser}"
         )
+    if opts.image_hw and tuple(opts.image_hw) != cfg.camera.image_hw:
+        h, w = (int(v) for v in opts.image_hw)
+        stride = cfg.camera.feature_stride
+        if h % stride or w % stride:
+            raise ValueError(f"image_hw {h}x{w}: both sides must be multiples of the camera "
+                             f"feature stride {stride}")
+        cfg = replace(cfg, camera=replace(cfg.camera, image_hw=(h, w)), name=f"{cfg.name}@{h}x{w}")
     tc = cfg.train
     tc = replace(
         tc,

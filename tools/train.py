@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fuser", choices=("mean", "weighted", "concat_conv", "gated"), default=None,
                    help="replace the variant's fuser (ablation: --variant lidar_only --fuser "
                    "concat_conv has the fused model's layers but only the LiDAR)")
+    p.add_argument("--image-hw", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="camera network input size instead of the preset's (multiples of the "
+                   "feature stride, 8 for tiny)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--save-every", type=int, default=500)
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         freeze=tuple(args.freeze),
         anchor=args.anchor,
         fuser=args.fuser,
+        image_hw=tuple(args.image_hw) if args.image_hw else None,
         modality_dropout=tuple(args.modality_dropout) if args.modality_dropout else None,
         amp=not args.no_amp,
         max_samples=args.max_samples,

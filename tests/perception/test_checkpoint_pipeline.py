@@ -145,3 +145,33 @@ def test_train_saves_resumes_and_loads_into_pipeline(tmp_path, sample):
         **micro_config("concat_conv").__dict__, "train": pipe.cfg.train})
     res = pipe.run(sample)
     assert res.timings_ms["total"] > 0
+
+
+def test_train_image_hw_override_is_recorded_and_checked(tmp_path, sample):
+    from dataclasses import replace
+
+    import perception.train as tr
+
+    base = micro_config("camera_only")
+    hw = (64, 120)  # multiples of the micro camera's feature stride (8)
+    cfg = replace(base, camera=replace(base.camera, image_hw=hw))
+    files = []
+    for i in range(2):
+        f = tmp_path / f"s{i}.npz"
+        prepare_sample(make_sample(i), cfg).save(f)
+        files.append(f)
+    orig = tr.preset
+    tr.preset = lambda name, variant: micro_config(variant)
+    try:
+        with pytest.raises(ValueError, match="multiples of the camera feature stride 8"):
+            train(TrainOptions(variant="camera_only", out_dir=str(tmp_path / "bad"), steps=1,
+                               batch_size=2, image_hw=(60, 120)), files=files)
+        out = train(TrainOptions(variant="camera_only", out_dir=str(tmp_path / "hr"), steps=1,
+                                 batch_size=2, image_hw=hw), files=files)
+    finally:
+        tr.preset = orig
+    pipe = Pipeline.from_checkpoint(out, device="cpu")
+    # The checkpoint carries the override: inference resizes to it, not to the preset's size.
+    assert pipe.cfg.camera.image_hw == hw and pipe.cfg.name.endswith("@64x120")
+    res = pipe.run(sample)
+    assert res.timings_ms["total"] > 0
