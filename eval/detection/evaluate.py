@@ -249,6 +249,26 @@ def _on_samples(boxes: EvalBoxSet, tokens: set[str]) -> EvalBoxSet:
     return boxes.subset(keep[boxes.sample_index])
 
 
+def _condition_groups(
+    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    gt: EvalBoxSet,
+    pred: EvalBoxSet,
+    meta: dict,
+    sample_tokens: list[str],
+    config: DetectionConfig,
+    keywords: tuple[str, ...],
+) -> dict[str, tuple[int, DetectionMetricsSummary]]:
+    """Score already loaded and filtered boxes on each condition group of their samples."""
+    groups = {}
+    for name, tokens in scene_conditions(nusc, sample_tokens, keywords).items():
+        wanted = set(tokens)
+        groups[name] = (
+            len(tokens),
+            evaluate_boxes(_on_samples(gt, wanted), _on_samples(pred, wanted), config, meta),
+        )
+    return groups
+
+
 def evaluate_with_conditions(
     nusc,  # noqa: ANN001 - a nuscenes.NuScenes
     results: dict | str | Path,
@@ -263,14 +283,7 @@ def evaluate_with_conditions(
     config = config or default_config()
     gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
     whole = evaluate_boxes(gt, pred, config, meta, verbose)
-    groups = {}
-    for name, tokens in scene_conditions(nusc, sample_tokens, keywords).items():
-        wanted = set(tokens)
-        groups[name] = (
-            len(tokens),
-            evaluate_boxes(_on_samples(gt, wanted), _on_samples(pred, wanted), config, meta),
-        )
-    return whole, groups
+    return whole, _condition_groups(nusc, gt, pred, meta, sample_tokens, config, keywords)
 
 
 def evaluate_by_condition(
@@ -284,13 +297,16 @@ def evaluate_by_condition(
     """The official metrics of ``results`` on each condition group of ``eval_set``.
 
     Each group is scored as if it were the whole split (as ``DetectionEval`` would score a
-    split made of just those samples); the results file is read and filtered once.
+    split made of just those samples); the results file is read and filtered once, and the
+    whole split is not scored (``evaluate_with_conditions`` gives both).
 
     Returns:
         Group name (see ``scene_conditions``) -> (number of samples, metrics summary).
 
     """
-    return evaluate_with_conditions(nusc, results, eval_set, config, keywords, verbose)[1]
+    config = config or default_config()
+    gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
+    return _condition_groups(nusc, gt, pred, meta, sample_tokens, config, keywords)
 
 
 def write_metrics(summary: DetectionMetricsSummary, output_dir: str | Path) -> dict[str, Path]:
