@@ -178,4 +178,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from eval.cli import run_main  # one error line, exit 2, on bad input (--debug: traceback)
+
+    raise SystemExit(run_main(main))

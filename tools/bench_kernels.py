@@ -609,4 +609,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from eval.cli import run_main  # one error line, exit 2, on bad input (--debug: traceback)
+
+    raise SystemExit(run_main(main))

@@ -40,6 +40,9 @@ from eval.detection.report import condition_table, markdown_summary, plot_curves
 def _load_nusc(dataroot: str, version: str):  # noqa: ANN202
     from nuscenes import NuScenes
 
+    tables = Path(dataroot) / version
+    if not tables.is_dir():  # the devkit would stop on a bare AssertionError
+        raise FileNotFoundError(f"{tables}: no such table folder (check --dataroot and --version)")
     return NuScenes(version=version, dataroot=dataroot, verbose=False)
 
 
@@ -160,4 +163,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from eval.cli import run_main  # one error line, exit 2, on bad input (--debug: traceback)
+
+    raise SystemExit(run_main(main))

@@ -1,0 +1,76 @@
+"""A guard for command-line tools: bad input gives one line naming the fault, not a traceback.
+
+Every ``tools/*.py`` ends with ``raise SystemExit(run_main(main))``. The project's bad-input
+errors are all ``ValueError`` subclasses (``SensorFileError``, ``ResultsFormatError``,
+``CheckpointError``, ``CalibrationError``, JSON decode errors) or ``OSError`` (a missing or
+unreadable file); those print ``<prog>: error: <message>`` on stderr and exit with code 2, the
+code argparse uses for a bad command line. ``--debug`` anywhere on the command line (or
+``DRIVEFUSE_DEBUG=1``) lets the exception through with its traceback. Anything else (a bug)
+is never caught here, so it still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pickle
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "DRIVEFUSE_DEBUG"
+EXIT_BAD_INPUT = 2
+
+# ValueError covers the project's own error classes (all subclass it) and json/orjson decode
+# errors; OSError covers FileNotFoundError, IsADirectoryError, PermissionError; a
+# weights-only torch.load refusing a payload raises UnpicklingError.
+BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, pickle.UnpicklingError)
+
+
+def _takes_argv(main: Callable[..., object]) -> bool:
+    try:
+        return len(inspect.signature(main).parameters) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def run_main(
+    main: Callable[..., int | None], argv: list[str] | None = None, prog: str | None = None
+) -> int:
+    """Run a tool's ``main`` and turn a bad-input error into one stderr line and exit code 2.
+
+    Args:
+        main: the tool's entry point, ``main(argv)`` or ``main()`` (then it reads
+            ``sys.argv``); its return value (``None`` = 0) is the exit code.
+        argv: the arguments (default ``sys.argv[1:]``); ``--debug`` is removed before
+            ``main`` sees them.
+        prog: the name in the error line (default: the script's file name).
+
+    Returns:
+        The exit code: ``main``'s, or 2 after a bad-input error.
+
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [a for a in args if a != DEBUG_FLAG]
+    prog = prog or Path(sys.argv[0]).name or "drivefuse"
+    try:
+        if _takes_argv(main):
+            rc = main(args)
+        else:
+            saved = sys.argv
+            sys.argv = [saved[0] if saved else prog, *args]
+            try:
+                rc = main()
+            finally:
+                sys.argv = saved
+    except BAD_INPUT_ERRORS as e:
+        if debug:
+            raise
+        msg = str(e) or type(e).__name__
+        # FileNotFoundError's str() is "[Errno 2] No such file or directory: 'x'": keep it, it
+        # names the file; a one-line message keeps logs and shells readable.
+        print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return int(rc or 0)
