@@ -13,6 +13,61 @@ import numpy as np
 
 from calibration.se3 import SE3
 
+# Decode reductions libjpeg performs inside the decoder (DCT scaling).
+REDUCTIONS = (1, 2, 4, 8)
+
+
+def decoded_intrinsics(intrinsics: np.ndarray, scale_xy: tuple[float, float]) -> np.ndarray:
+    """Intrinsics for an image whose pixel grid is the stored one scaled by ``scale_xy``.
+
+    With pixel centres at integer coordinates (OpenCV's convention), a grid scaled by ``s``
+    maps ``u`` to ``(u + 0.5) * s - 0.5``: focal lengths (and skew) scale by ``s`` and the
+    principal point becomes ``(c + 0.5) * s - 0.5``, per axis.
+
+    Args:
+        intrinsics: (3, 3) pinhole matrix at the stored resolution.
+        scale_xy: (decoded grid / stored grid) along x and y, e.g. ``(1/4, 1/4)`` for
+            libjpeg's 1/4 decode, ``(310/1242, 93/375)`` for a KITTI PNG resized to 1/4.
+
+    Returns:
+        (3, 3) float64 matrix at the decoded resolution.
+
+    """
+    sx, sy = (float(v) for v in scale_xy)
+    if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
+        raise ValueError(f"decoded_intrinsics: scale must be finite and > 0, got {scale_xy}")
+    k = np.array(intrinsics, dtype=np.float64)
+    if sx == 1.0 and sy == 1.0:
+        return k
+    k[0, 0] *= sx
+    k[0, 1] *= sx
+    k[1, 1] *= sy
+    k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
+    k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    return k
+
+
+def reduced_intrinsics(intrinsics: np.ndarray, reduction: int) -> np.ndarray:
+    """Intrinsics for a JPEG decoded by libjpeg at 1/``reduction`` of its stored size.
+
+    libjpeg's scaled decode averages ``reduction x reduction`` pixel blocks, so reduced pixel
+    ``i`` covers full pixels ``r*i .. r*i + r - 1`` and its centre sits at full coordinate
+    ``r*i + (r - 1)/2``: ``u_r = (u + 0.5)/r - 0.5``. The scale is exactly ``1/r`` even when
+    the decoded size is ``ceil(W/r)`` (the last block is partial, its pixel grid does not
+    stretch). Images resized to another size need ``decoded_intrinsics`` with their own scale.
+
+    Args:
+        intrinsics: (3, 3) pinhole matrix at the stored resolution.
+        reduction: 1, 2, 4 or 8.
+
+    Returns:
+        (3, 3) float64 matrix at the reduced resolution.
+
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"image reduction must be one of 1, 2, 4, 8, got {reduction}")
+    return decoded_intrinsics(intrinsics, (1.0 / reduction, 1.0 / reduction))
+
 
 def _ro(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.float64)
@@ -129,10 +184,8 @@ class PinholeCamera:
     def scaled(self, reduction: int) -> PinholeCamera:
         """The same camera for an image decoded at 1/``reduction`` (libjpeg block averaging).
 
-        See ``sensors.readers.reduced_intrinsics`` for the pixel-centre convention.
+        See ``reduced_intrinsics`` for the pixel-centre convention.
         """
-        from sensors.readers import reduced_intrinsics
-
         return PinholeCamera(
             reduced_intrinsics(self.intrinsics, reduction),
             -(-self.width // reduction),

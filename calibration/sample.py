@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibration.se3 import SE3
+from calibration.ultrasonic_layout import UltrasonicLayout, default_layout
 from sensors.types import (
     CAMERA_CHANNELS,
     DETECTION_CLASSES,
@@ -19,7 +20,6 @@ from sensors.types import (
     Modality,
     UltrasonicScan,
 )
-from sensors.ultrasonic_layout import UltrasonicLayout, default_layout
 
 
 def _ro(a: np.ndarray, dtype: type) -> np.ndarray:

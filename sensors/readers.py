@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from calibration.camera import REDUCTIONS, decoded_intrinsics
 from sensors.types import (
     KITTI_COLUMNS,
     LIDAR_CHANNEL,
@@ -32,23 +33,97 @@ _REDUCED_FLAGS = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 
+# Named point-file layouts (float32 rows). The 6-column one is what mmdetection3d's
+# Waymo-to-KITTI converter writes into KITTI-style ``velodyne/*.bin`` files (x, y, z,
+# intensity, elongation, then a per-point index/timestamp column).
+LIDAR_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "nuscenes": NUSCENES_COLUMNS,
+    "kitti": KITTI_COLUMNS,
+    "waymo_kitti": ("x", "y", "z", "intensity", "elongation", "aux"),
+}
+# Largest ring (laser) index a nuScenes-layout file may hold: nuScenes has 32 beams, Lyft and
+# other nuScenes-format datasets up to 128; anything above (or fractional) is another layout.
+MAX_RING_INDEX = 255
+# No automotive LiDAR returns points a kilometre away; larger coordinates mean the columns
+# are misread (a different layout) or the file holds something else.
+MAX_PLAUSIBLE_COORD_M = 1000.0
+
 
 class SensorFileError(ValueError):
     """A sensor file exists but its content is unusable (truncated, corrupt, wrong size)."""
 
 
-def _lidar_layout(path: Path) -> tuple[str, ...] | None:
-    name = path.name.lower()
-    if name.endswith(".pcd.bin"):
-        return NUSCENES_COLUMNS
-    if name.endswith(".bin"):
-        return KITTI_COLUMNS
-    if name.endswith(".pcd"):
+LidarLayout = str | tuple[str, ...]
+
+
+def _lidar_columns(path: Path, layout: LidarLayout | None) -> tuple[str, ...] | None:
+    """Column names for ``layout`` (a name, the columns themselves, or None = by extension).
+
+    None is returned for a ``.pcd`` file read by extension (open3d reads its own header).
+    """
+    if layout is None:
+        name = path.name.lower()
+        if name.endswith(".pcd.bin"):
+            return NUSCENES_COLUMNS
+        if name.endswith(".bin"):
+            return KITTI_COLUMNS
+        if name.endswith(".pcd"):
+            return None
+        raise ValueError(
+            f"{path}: unknown LiDAR file type (expected .pcd.bin [nuScenes, 5 columns], "
+            f".bin [KITTI, 4 columns] or .pcd), or pass layout= one of {sorted(LIDAR_LAYOUTS)} "
+            "or the column names"
+        )
+    if isinstance(layout, str):
+        try:
+            return LIDAR_LAYOUTS[layout]
+        except KeyError:
+            raise ValueError(
+                f"{path}: unknown LiDAR layout {layout!r}; known: {sorted(LIDAR_LAYOUTS)} "
+                "(or pass the column names, starting with x, y, z)"
+            ) from None
+    columns = tuple(layout)
+    if columns[:3] != ("x", "y", "z") or len(set(columns)) != len(columns):
+        raise ValueError(f"{path}: LiDAR layout columns must start x, y, z, unique: {columns}")
+    return columns
+
+
+def _likely_layouts(raw: np.ndarray, exclude: int) -> list[str]:
+    """Layout names whose column count divides ``raw`` and whose rows look like points."""
+    out = []
+    for name, cols in LIDAR_LAYOUTS.items():
+        c = len(cols)
+        if c == exclude or raw.size % c:
+            continue
+        pts = raw.reshape(-1, c)
+        if _implausible(pts, cols) is None:
+            out.append(f"{name} ({c} columns)")
+    return out
+
+
+def _implausible(points: np.ndarray, columns: tuple[str, ...]) -> str | None:
+    """Why these finite rows cannot be this layout, or None when they look like points."""
+    if points.shape[0] == 0:
         return None
-    raise ValueError(
-        f"{path}: unknown LiDAR file type (expected .pcd.bin [nuScenes, 5 columns], "
-        f".bin [KITTI, 4 columns] or .pcd)"
-    )
+    with np.errstate(invalid="ignore"):
+        big = np.abs(points[:, :3]) > MAX_PLAUSIBLE_COORD_M
+    if big.any():
+        n = int(big.any(axis=1).sum())
+        peak = float(np.abs(points[:, :3]).max())
+        return (
+            f"{n} of {points.shape[0]} points have a coordinate beyond "
+            f"{MAX_PLAUSIBLE_COORD_M:.0f} m (max |value| {peak:.3g})"
+        )
+    if "ring" in columns:
+        ring = points[:, columns.index("ring")]
+        with np.errstate(invalid="ignore"):
+            bad = ~((ring >= 0) & (ring <= MAX_RING_INDEX) & (ring == np.floor(ring)))
+        if bad.any():
+            return (
+                f"{int(bad.sum())} of {ring.size} ring values are not integers in "
+                f"0..{MAX_RING_INDEX} (e.g. {float(ring[bad][0]):.6g})"
+            )
+    return None
 
 
 def _read_pcd(path: Path) -> np.ndarray:
@@ -71,30 +146,40 @@ def _read_pcd(path: Path) -> np.ndarray:
 
 
 def read_lidar_file(
-    path: str | Path, timestamp_us: int = 0, channel: str = LIDAR_CHANNEL
+    path: str | Path,
+    timestamp_us: int = 0,
+    channel: str = LIDAR_CHANNEL,
+    layout: LidarLayout | None = None,
 ) -> LidarSweep:
-    """Read one LiDAR sweep in the sensor frame, choosing the layout by file extension.
+    """Read one LiDAR sweep in the sensor frame with an explicit (or extension-default) layout.
 
-    ``.pcd.bin``: nuScenes, float32 rows of (x, y, z, intensity, ring). ``.bin``: KITTI, float32
-    rows of (x, y, z, intensity). ``.pcd``: any PCD that open3d reads; columns (x, y, z,
-    intensity), intensity 0 where the file has none. Rows with a NaN/inf in any column are
-    dropped and counted in ``num_dropped_nonfinite``. An empty file is a valid, empty sweep.
+    ``layout`` names the float32 row layout: ``"nuscenes"`` (x, y, z, intensity, ring),
+    ``"kitti"`` (x, y, z, intensity), ``"waymo_kitti"`` (6 columns, mmdetection3d's Waymo
+    converter), or the column names themselves. Without it the extension decides:
+    ``.pcd.bin`` nuScenes, ``.bin`` KITTI, ``.pcd`` any PCD open3d reads (x, y, z, intensity;
+    intensity 0 where the file has none). The column count is never guessed from the file
+    size: a size that is not a whole number of rows, or rows that cannot be points (a
+    coordinate beyond 1 km, a ``ring`` that is not a small non-negative integer), is refused
+    naming the file and the layouts its content would fit. Rows with a NaN/inf in any column
+    are dropped and counted in ``num_dropped_nonfinite``. An empty file is a valid, empty sweep.
 
     Args:
         path: the point file.
         timestamp_us: sweep timestamp (the file does not store it), microseconds.
         channel: LiDAR channel name.
+        layout: row layout (see above); None = by extension.
 
     Returns:
-        ``LidarSweep`` with ``frame="lidar"``; points (N, 5) or (N, 4) float32.
+        ``LidarSweep`` with ``frame="lidar"`` and the layout's columns.
 
     Raises:
         FileNotFoundError: the file does not exist (message names it).
-        SensorFileError: the size is not a whole number of rows, or the PCD is unreadable.
+        SensorFileError: wrong size for the layout, implausible rows, or an unreadable PCD.
+        ValueError: unknown extension (without ``layout``) or unknown layout name.
 
     """
     path = Path(path)
-    columns = _lidar_layout(path)
+    columns = _lidar_columns(path, layout)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: LiDAR file not found")
     if columns is None:
@@ -104,9 +189,12 @@ def read_lidar_file(
         row_bytes = 4 * len(columns)
         size = path.stat().st_size
         if size % row_bytes:
+            fits = [f"{n} ({len(c)} columns)" for n, c in LIDAR_LAYOUTS.items()
+                    if size % (4 * len(c)) == 0]
             raise SensorFileError(
                 f"{path}: size {size} bytes is not a whole number of {len(columns)}-column "
-                f"float32 rows ({row_bytes} bytes each); truncated or wrong format"
+                f"float32 rows ({row_bytes} bytes each); truncated or wrong layout"
+                + (f" (the size would fit {', '.join(fits)})" if fits else "")
             )
         points = np.fromfile(path, dtype=np.float32).reshape(-1, len(columns))
     num_bad = 0
@@ -115,6 +203,14 @@ def read_lidar_file(
         finite = np.isfinite(points).all(axis=1)
         num_bad = int(points.shape[0] - np.count_nonzero(finite))
         points = points[finite]
+    why = _implausible(points, columns)
+    if why is not None:
+        likely = _likely_layouts(points.reshape(-1), exclude=len(columns)) if num_bad == 0 else []
+        raise SensorFileError(
+            f"{path}: not a {len(columns)}-column {columns} point file: {why}; "
+            + (f"it reads plausibly as {', '.join(likely)}; pass layout=" if likely
+               else "wrong layout or not a point file; pass the right layout=")
+        )
     return LidarSweep(
         points=points,
         columns=columns,
@@ -124,38 +220,6 @@ def read_lidar_file(
         num_dropped_nonfinite=num_bad,
         source=str(path),
     )
-
-
-def reduced_intrinsics(intrinsics: np.ndarray, reduction: int) -> np.ndarray:
-    """Intrinsics for an image decoded at 1/``reduction`` of its stored size.
-
-    libjpeg's scaled decode averages ``reduction x reduction`` pixel blocks, so reduced pixel
-    ``i`` covers full pixels ``r*i .. r*i + r - 1`` and its centre sits at full coordinate
-    ``r*i + (r - 1)/2``. With pixel centres at integer coordinates (OpenCV's convention) that
-    gives ``u_r = (u + 0.5)/r - 0.5``: focal lengths divide by ``r`` and the principal point
-    becomes ``(c + 0.5)/r - 0.5``. The scale is exactly ``1/r`` even when the decoded size is
-    ``ceil(W/r)`` (the last block is partial, its pixel grid does not stretch).
-
-    Args:
-        intrinsics: (3, 3) pinhole matrix at the stored resolution.
-        reduction: 1, 2, 4 or 8.
-
-    Returns:
-        (3, 3) float64 matrix at the reduced resolution.
-
-    """
-    if reduction not in _REDUCED_FLAGS:
-        raise ValueError(f"image reduction must be one of 1, 2, 4, 8, got {reduction}")
-    k = np.array(intrinsics, dtype=np.float64)
-    if reduction == 1:
-        return k
-    r = float(reduction)
-    k[0, 0] /= r
-    k[0, 1] /= r
-    k[1, 1] /= r
-    k[0, 2] = (k[0, 2] + 0.5) / r - 0.5
-    k[1, 2] = (k[1, 2] + 0.5) / r - 0.5
-    return k
 
 
 def read_camera_image(
@@ -187,7 +251,7 @@ def read_camera_image(
 
     """
     path = Path(path)
-    if reduction not in _REDUCED_FLAGS:
+    if reduction not in REDUCTIONS:
         raise ValueError(f"{path}: image reduction must be one of 1, 2, 4, 8, got {reduction}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: camera image not found ({channel})")
@@ -200,13 +264,24 @@ def read_camera_image(
         raise SensorFileError(
             f"{path}: JPEG is truncated (no end-of-image marker) ({channel}, {data.size} bytes)"
         )
-    bgr = cv2.imdecode(data, _REDUCED_FLAGS[reduction])
+    is_jpeg = data[:2].tobytes() == b"\xff\xd8"
+    # JPEG: libjpeg's DCT-scaled decode gives ceil(W/r) pixels on a grid of exactly 1/r. Any
+    # other format is decoded at full size and resized to floor(W/r) (what OpenCV's reduced
+    # flags do for PNG, with the same interpolation), whose grid scale is (W/r rounded) / W,
+    # not 1/r: the intrinsics follow the size actually produced.
+    bgr = cv2.imdecode(data, _REDUCED_FLAGS[reduction] if is_jpeg else cv2.IMREAD_COLOR)
     if bgr is None:
         raise SensorFileError(f"{path}: cannot decode camera image ({channel}, {data.size} bytes)")
+    scale_xy = (1.0 / reduction, 1.0 / reduction)
+    if not is_jpeg and reduction > 1:
+        full_h, full_w = bgr.shape[:2]
+        out_w, out_h = max(1, full_w // reduction), max(1, full_h // reduction)
+        bgr = cv2.resize(bgr, (out_w, out_h), interpolation=cv2.INTER_LINEAR_EXACT)
+        scale_xy = (out_w / full_w, out_h / full_h)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return CameraImage(
         image=rgb,
-        intrinsics=reduced_intrinsics(intrinsics, reduction),
+        intrinsics=decoded_intrinsics(intrinsics, scale_xy),
         timestamp_us=timestamp_us,
         channel=channel,
         distortion=np.zeros(0) if distortion is None else np.asarray(distortion, np.float64),

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sensors.readers import (
+    LIDAR_LAYOUTS,
     SensorFileError,
     read_camera_image,
     read_lidar_file,
@@ -155,3 +156,132 @@ def test_ultrasonic_roundtrip_and_bad_size(tmp_path):
         read_ultrasonic_file(tmp_path / "neg.bin", 0)
     with pytest.raises(FileNotFoundError, match="gone.bin"):
         read_ultrasonic_file(tmp_path / "gone.bin", 0)
+
+
+# ---------------------------------------------------------------- explicit layouts
+
+
+def _scan(n: int, cols: int, seed: int = 0) -> np.ndarray:
+    """Plausible points: xyz within 60 m, intensity 0..255, ring 0..31 (then extra columns)."""
+    rng = np.random.default_rng(seed)
+    pts = np.c_[rng.uniform(-60, 60, (n, 2)), rng.uniform(-2, 4, n), rng.integers(0, 256, n)]
+    extra = [rng.integers(0, 32, n)] + [rng.uniform(0, 1, n)] * (cols - 5)
+    return np.column_stack([pts, *extra])[:, :cols].astype(np.float32)
+
+
+def test_six_column_waymo_file_reads_with_its_layout_never_by_size(tmp_path):
+    # 10 rows x 6 columns = 240 bytes, a whole number of 4-column rows (15) too: reading it as
+    # KITTI by its .bin extension would silently shift every column.
+    pts = _scan(10, 6)
+    f = tmp_path / "000000.bin"
+    pts.tofile(f)
+    s = read_lidar_file(f, layout="waymo_kitti")
+    assert s.columns == LIDAR_LAYOUTS["waymo_kitti"] and s.points.shape == (10, 6)
+    np.testing.assert_array_equal(s.points, pts)
+    named = read_lidar_file(f, layout=("x", "y", "z", "intensity", "elongation", "t"))
+    assert named.columns[-1] == "t"
+    np.testing.assert_array_equal(named.column("elongation"), pts[:, 4])
+
+
+def test_nuscenes_layout_whatever_the_extension(tmp_path):
+    # Lyft and other nuScenes-format datasets store 5-column LIDAR_TOP files as plain .bin.
+    pts = _scan(12, 5)
+    f = tmp_path / "lyft_lidar.bin"
+    pts.tofile(f)
+    s = read_lidar_file(f, layout="nuscenes")
+    assert s.columns == NUSCENES_COLUMNS
+    np.testing.assert_array_equal(s.points, pts)
+
+
+def test_kitti_file_read_as_nuscenes_is_refused_naming_file_and_likely_layout(tmp_path):
+    pts = _scan(20, 4)  # 320 bytes: also 16 rows of 5 columns
+    f = tmp_path / "kitti__LIDAR_TOP__1.pcd.bin"
+    pts.tofile(f)
+    with pytest.raises(SensorFileError) as e:
+        read_lidar_file(f)
+    msg = str(e.value)
+    assert str(f) in msg and "ring" in msg and "kitti (4 columns)" in msg
+
+
+def test_implausible_coordinates_are_refused(tmp_path):
+    pts = _scan(5, 5)
+    pts[2, 1] = 3.0e7  # a float that is really a misread integer field
+    f = tmp_path / "far.pcd.bin"
+    pts.tofile(f)
+    with pytest.raises(SensorFileError, match=r"far.pcd.bin.*1 of 5 points.*beyond 1000 m"):
+        read_lidar_file(f)
+
+
+def test_ring_must_be_a_small_non_negative_integer(tmp_path):
+    for bad in (-1.0, 2.5, 300.0):
+        pts = _scan(6, 5)
+        pts[4, 4] = bad
+        f = tmp_path / "ring.pcd.bin"
+        pts.tofile(f)
+        with pytest.raises(SensorFileError, match="ring.pcd.bin.*1 of 6 ring values"):
+            read_lidar_file(f)
+    pts = _scan(6, 5)
+    pts[:, 4] = [0, 31, 64, 127, 200, 255]  # beam counts beyond nuScenes' 32 are fine
+    pts.tofile(f)
+    assert read_lidar_file(f).num_points == 6
+
+
+def test_unknown_layout_and_bad_column_names(tmp_path):
+    f = tmp_path / "a.bin"
+    _scan(2, 4).tofile(f)
+    with pytest.raises(ValueError, match="a.bin.*unknown LiDAR layout 'velodyne'"):
+        read_lidar_file(f, layout="velodyne")
+    with pytest.raises(ValueError, match="must start x, y, z"):
+        read_lidar_file(f, layout=("y", "x", "z", "i"))
+
+
+def test_truncated_file_says_which_layouts_its_size_fits(tmp_path):
+    f = tmp_path / "six.pcd.bin"
+    _scan(9, 6).tofile(f)  # 216 bytes: 9 rows of 6 columns, not whole 5- or 4-column rows
+    with pytest.raises(SensorFileError, match=r"six.pcd.bin: size 216 .*fit waymo_kitti \(6"):
+        read_lidar_file(f)
+
+
+@pytest.mark.parametrize("col", [3, 4])
+def test_non_finite_only_in_intensity_or_ring_drops_that_row(tmp_path, col):
+    pts = _scan(8, 5)
+    pts[2, col] = np.nan
+    pts[5, col] = -np.inf
+    f = tmp_path / "nf.pcd.bin"
+    pts.tofile(f)
+    s = read_lidar_file(f)
+    assert s.num_dropped_nonfinite == 2
+    np.testing.assert_array_equal(s.points, np.delete(pts, [2, 5], axis=0))
+
+
+# ---------------------------------------------------------------- reduced decode intrinsics
+
+
+def _blob_image(h: int, w: int, u: float, v: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    g = np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 4.0**2))
+    return np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _centroid(img: np.ndarray) -> tuple[float, float]:
+    g = img[..., 0].astype(np.float64)
+    yy, xx = np.mgrid[0 : g.shape[0], 0 : g.shape[1]]
+    return float((g * xx).sum() / g.sum()), float((g * yy).sum() / g.sum())
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_reduced_decode_intrinsics_follow_the_size_really_decoded(tmp_path, ext):
+    # KITTI's 1242 x 375 is not divisible by 4: libjpeg decodes 311 x 94 on a 1/4 grid, a PNG
+    # becomes 310 x 93 through a resize whose grid scale is 310/1242 and 93/375.
+    h, w, u, v = 375, 1242, 1180.0, 350.0
+    k = np.array([[721.5, 0, 609.6], [0, 721.5, 172.9], [0, 0, 1.0]])
+    f = tmp_path / f"kitti{ext}"
+    cv2.imwrite(str(f), _blob_image(h, w, u, v)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])
+    img = read_camera_image(f, k, "CAM_FRONT", 0, reduction=4)
+    assert img.image.shape[:2] == ((93, 310) if ext == ".png" else (94, 311))
+    # The ray through the blob centre must land where the decoded image shows it.
+    kr = img.intrinsics
+    ray = np.linalg.solve(k, [u, v, 1.0])
+    pu, pv, _ = kr @ ray
+    cu, cv_ = _centroid(img.image)
+    assert abs(pu - cu) < 0.1 and abs(pv - cv_) < 0.1, (pu, pv, cu, cv_)
