@@ -9,6 +9,7 @@ of samples at a time, and those are turned into numpy columns before the next ch
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from itertools import chain, repeat
 from operator import itemgetter
@@ -365,6 +366,54 @@ def _box_columns(batch: dict, source: str, token_offset: int) -> dict[str, np.nd
     return cols
 
 
+def _refuse_bad_values(boxes: EvalBoxSet, name: str) -> None:
+    """Refuse non-finite fields and non-positive sizes; warn (once, counted) on odd scores.
+
+    Checked on the columns in a few vectorised passes, so a large file costs little. Without
+    this a NaN box would drop out of matching silently (every comparison with NaN is false)
+    and a zero size would divide by zero deep inside the IoU.
+    """
+    n = len(boxes)
+    if n == 0:
+        return
+    fields = {
+        "translation": boxes.translation,
+        "size": boxes.size,
+        "rotation": boxes.rotation,
+        "velocity": boxes.velocity,
+        "detection_score": boxes.score[:, None],
+    }
+    bad_rows = np.zeros(n, bool)
+    reason = np.full(n, "", dtype=object)
+    for field_name, values in fields.items():
+        row_bad = ~np.isfinite(values).all(axis=1)
+        new = row_bad & ~bad_rows
+        reason[new] = f"{field_name} has a null or non-finite value"
+        bad_rows |= row_bad
+    small = (boxes.size <= 0).any(axis=1) & ~bad_rows
+    reason[small] = "size must be positive"
+    bad_rows |= small
+    if bad_rows.any():
+        row = int(np.flatnonzero(bad_rows)[0])
+        sample = int(boxes.sample_index[row])
+        first_of_sample = int(np.searchsorted(boxes.sample_index, sample, side="left"))
+        field_name = str(reason[row]).split(" ")[0]
+        values = fields[field_name][row].tolist()
+        raise ResultsFormatError(
+            f"{name}: sample {boxes.sample_tokens[sample]} box {row - first_of_sample}: "
+            f"{reason[row]} {values} ({int(bad_rows.sum())} such box(es) in the file)"
+        )
+    # The devkit accepts any finite score (it only ranks by it); a score outside [0, 1] is
+    # legal but usually a logit or a bug upstream, so say how many there are, once.
+    odd = int(np.count_nonzero((boxes.score < 0) | (boxes.score > 1)))
+    if odd:
+        warnings.warn(
+            f"{name}: {odd} of {n} detection scores are outside [0, 1] (accepted; the "
+            "evaluation only ranks by score)",
+            stacklevel=3,
+        )
+
+
 def load_results(
     source: str | Path | dict, max_boxes_per_sample: int | None = None, progress: bool = False
 ) -> tuple[EvalBoxSet, dict]:
@@ -379,7 +428,10 @@ def load_results(
         The boxes (samples in file order, boxes in file order) and the ``meta`` dict.
 
     Raises:
-        ResultsFormatError: naming the file, the sample and the field at fault.
+        ResultsFormatError: naming the file, the sample and the field at fault; also for a
+            NaN / null / infinite translation, size, rotation, velocity or score and for a
+            size <= 0 (naming the sample token and the box index). Scores outside [0, 1] are
+            accepted with one warning that counts them.
 
     """
     name = str(source) if not isinstance(source, dict) else "results"
@@ -446,6 +498,7 @@ def load_results(
         cat("attribute", (0,), np.int64),
         cat("num_pts", (0,), np.int64),
     )
+    _refuse_bad_values(boxes, name)
     if max_boxes_per_sample is not None and len(boxes):
         per_sample = boxes.boxes_per_sample()
         worst = int(per_sample.argmax())

@@ -143,12 +143,18 @@ def test_escaped_tokens_and_nan_literals_take_the_general_path(tmp_path):
     res = _results(5)
     tok = 'odd"token\\'
     rng = np.random.default_rng(2)
-    res["results"][tok] = [_box(tok, rng, velocity=[float("nan"), 1.0])]
+    res["results"][tok] = [_box(tok, rng, velocity=[-0.5, 1.0])]
     path = tmp_path / "r.json"
-    path.write_text(json.dumps(res))  # writes a NaN literal, which strict JSON rejects
+    path.write_text(json.dumps(res))
     boxes, _ = load_results(path)
     assert tok in boxes.sample_tokens
-    assert np.isnan(boxes.velocity[-1, 0]) and boxes.velocity[-1, 1] == 1.0
+    assert boxes.velocity[-1].tolist() == [-0.5, 1.0]
+    # A NaN literal (Python's json writes them; strict JSON rejects them) parses on the general
+    # path and is then refused by name: a NaN velocity would silently drop out of mAVE.
+    res["results"][tok][0]["velocity"][0] = float("nan")
+    path.write_text(json.dumps(res))
+    with pytest.raises(ResultsFormatError, match=r"sample odd\"token\\ box 0: velocity"):
+        load_results(path)
 
 
 @pytest.mark.parametrize(
@@ -306,3 +312,55 @@ def test_writer_keeps_the_best_500_and_zeroes_unknown_velocity():
     kept = sorted(r["detection_score"] for r in recs)
     assert kept == sorted(boxes.scores)[-500:]
     assert validate_results(out) == []
+
+
+# ------------------------------------------------------------ refused at load, not in matching
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+@pytest.mark.parametrize(
+    ("field", "index", "value", "message"),
+    [
+        ("translation", 1, float("nan"), "translation has a null or non-finite value"),
+        ("translation", 2, None, "translation has a null or non-finite value"),
+        ("size", 0, float("inf"), "size has a null or non-finite value"),
+        ("rotation", 3, float("nan"), "rotation has a null or non-finite value"),
+        ("velocity", 0, float("-inf"), "velocity has a null or non-finite value"),
+        ("velocity", 1, float("nan"), "velocity has a null or non-finite value"),
+        ("detection_score", None, float("nan"), "detection_score has a null or non-finite value"),
+        ("size", 2, 0.0, "size must be positive"),
+        ("size", 1, -1.5, "size must be positive"),
+    ],
+)
+def test_bad_box_values_refused_naming_file_sample_and_box(
+    tmp_path, as_file, field, index, value, message
+):
+    res = _results(6, seed=11)
+    tok = [t for t, b in res["results"].items() if len(b) >= 3][1]
+    box = res["results"][tok][2]
+    if index is None:
+        box[field] = value
+    else:
+        box[field][index] = value
+    source: object = res
+    name = "results"
+    if as_file:  # Python's json writes NaN / Infinity literals, as other toolboxes' files do
+        source = tmp_path / "preds.json"
+        source.write_text(json.dumps(res))
+        name = str(source)
+    with pytest.raises(ResultsFormatError) as e:
+        load_results(source)
+    msg = str(e.value)
+    assert msg.startswith(f"{name}: sample {tok} box 2: ") and message in msg, msg
+
+
+def test_scores_outside_unit_interval_are_accepted_with_one_counted_warning():
+    res = _results(5, seed=12)
+    boxes = [b for bs in res["results"].values() for b in bs]
+    boxes[0]["detection_score"] = 1.7
+    boxes[3]["detection_score"] = -0.2
+    boxes[5]["detection_score"] = 12.0
+    with pytest.warns(UserWarning, match=rf"results: 3 of {len(boxes)} detection scores") as w:
+        loaded, _ = load_results(res)
+    assert len(w) == 1
+    assert sorted(loaded.score[[0, 3, 5]]) == [-0.2, 1.7, 12.0]
