@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
-# Scenario kinds a scene can be drawn from. "auto" cycles through all of them by scene index so
-# that even a small set covers every kind.
-SCENARIO_KINDS: tuple[str, ...] = (
-    "urban_straight",
-    "urban_curve",
-    "intersection",
-    "highway",
-    "parking",
-)
-CONDITIONS: tuple[str, ...] = ("clear", "fog", "rain", "night")
+from sensors.scene_description import Condition
+
+
+class ScenarioKind(str, Enum):
+    """Scenario kinds a scene can be drawn from (one layout module each in
+    ``sensors.sim.scenarios``).
+    """
+
+    URBAN_STRAIGHT = "urban_straight"
+    URBAN_CURVE = "urban_curve"
+    INTERSECTION = "intersection"
+    HIGHWAY = "highway"
+    PARKING = "parking"
+
+    @property
+    def summary(self) -> str:
+        """What a scene of this kind holds (goes into the scene description)."""
+        match self:
+            case ScenarioKind.URBAN_STRAIGHT:
+                return "Urban road, parked cars, peds, cyclists, work zone"
+            case ScenarioKind.URBAN_CURVE:
+                return "Curved urban road, parked cars, peds, cyclists, work zone"
+            case ScenarioKind.INTERSECTION:
+                return "Intersection, cross traffic, peds crossing, work zone"
+            case ScenarioKind.HIGHWAY:
+                return "Highway, trucks, tractor-trailer, work zone on shoulder"
+            case ScenarioKind.PARKING:
+                return "Parking lot, low speed, bollards near ego, peds"
+
+
+# Names accepted by SimConfig / the command line. "auto" cycles through all kinds by scene
+# index so that even a small set covers every kind.
+SCENARIO_KINDS: tuple[str, ...] = tuple(k.value for k in ScenarioKind)
+CONDITIONS: tuple[str, ...] = tuple(c.value for c in Condition)
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("v1.0-mini", "v1.0-trainval")
 SUPPORTED_IMAGE_SIZES: tuple[tuple[int, int], ...] = ((800, 450), (1600, 900))
@@ -119,17 +144,19 @@ class SimConfig:
         if not self.scenarios or not self.conditions:
             raise ValueError("SimConfig.scenarios / conditions must not be empty")
 
-    def scenario_for(self, scene_index: int) -> str:
+    def scenario_for(self, scene_index: int) -> ScenarioKind:
         """Scenario kind of scene ``scene_index``."""
         kinds = SCENARIO_KINDS if self.scenarios == ("auto",) else self.scenarios
-        return kinds[scene_index % len(kinds)]
+        return ScenarioKind(kinds[scene_index % len(kinds)])
 
-    def condition_for(self, scene_index: int) -> str:
+    def condition_for(self, scene_index: int) -> Condition:
         """Condition of scene ``scene_index``.
 
         'auto' repeats clear, clear, fog, rain, clear, night: a period co-prime with the five
         scenario kinds, so kinds and conditions mix across scenes.
         """
         if self.conditions == ("auto",):
-            return ("clear", "clear", "fog", "rain", "clear", "night")[scene_index % 6]
-        return self.conditions[scene_index % len(self.conditions)]
+            name = ("clear", "clear", "fog", "rain", "clear", "night")[scene_index % 6]
+        else:
+            name = self.conditions[scene_index % len(self.conditions)]
+        return Condition(name)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from sensors.sim.world import GROUND_REFLECTIVITY, GroundMap, Primitives
+from sensors.sim.ground import GroundMap
+from sensors.sim.materials import GROUND_REFLECTIVITY
+from sensors.sim.world import Primitives
 
 NO_HIT = -2
 GROUND_HIT = -1

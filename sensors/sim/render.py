@@ -16,7 +16,9 @@ import numba as nb
 import numpy as np
 
 from calibration.se3 import SE3
-from sensors.sim.world import GROUND_RGB, GroundMap, Primitives
+from sensors.sim.ground import GroundMap
+from sensors.sim.materials import GROUND_RGB
+from sensors.sim.world import Primitives
 
 NEAR_M = 0.15
 FAR_M = 250.0

@@ -38,10 +38,12 @@ from tqdm import tqdm
 
 from calibration.se3 import SE3
 from sensors.sim import rig
+from sensors.sim.agent_shapes import CLASS_CATEGORY
 from sensors.sim.config import SimConfig
 from sensors.sim.raycast import simulate_lidar, simulate_ultrasonic
 from sensors.sim.render import CameraModel, RenderOutput, lighting_for, render_camera
-from sensors.sim.world import CLASS_CATEGORY, Primitives, World, build_world
+from sensors.sim.scenarios import build_world
+from sensors.sim.world import Primitives, World
 from sensors.types import CAMERA_CHANNELS, LIDAR_CHANNEL, ULTRASONIC_CHANNEL
 from sensors.ultrasonic_layout import default_layout
 

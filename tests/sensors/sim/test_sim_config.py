@@ -6,7 +6,7 @@ from nuscenes import NuScenes
 from nuscenes.utils.splits import create_splits_scenes
 
 from sensors.sim import SimConfig, generate_dataset, rig, scene_names
-from sensors.sim.world import CLASS_SIZE, agent_parts
+from sensors.sim.agent_shapes import CLASS_SIZE, agent_parts
 from sensors.types import CAMERA_CHANNELS
 
 
