@@ -11,6 +11,7 @@ from eval.detection.evaluate import (
     evaluate_by_condition,
     evaluate_detections,
     evaluate_with_conditions,
+    read_metrics,
     scene_conditions,
     write_metrics,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "load_config",
     "load_gt",
     "load_results",
+    "read_metrics",
     "scene_conditions",
     "split_sample_tokens",
     "validate_results",

@@ -116,6 +116,27 @@ class EvalBoxSet:
         )
 
 
+CURVE_NAMES = (
+    "recall",
+    "precision",
+    "confidence",
+    "trans_err",
+    "vel_err",
+    "scale_err",
+    "orient_err",
+    "attr_err",
+)
+
+
+def _number(v: object, where: str) -> float:
+    """A JSON number (null = NaN, as orjson writes NaN) as float, or a ValueError naming it."""
+    if v is None:
+        return float("nan")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{where} must be a number, got {v!r}")
+    return float(v)
+
+
 @dataclass(frozen=True, eq=False)
 class MetricCurves:
     """Precision/recall and TP-error curves of one class at one distance threshold.
@@ -136,16 +157,7 @@ class MetricCurves:
     attr_err: np.ndarray
 
     def __post_init__(self) -> None:
-        for name in (
-            "recall",
-            "precision",
-            "confidence",
-            "trans_err",
-            "vel_err",
-            "scale_err",
-            "orient_err",
-            "attr_err",
-        ):
+        for name in CURVE_NAMES:
             object.__setattr__(self, name, _ro(getattr(self, name), np.float64, (CURVE_POINTS,)))
 
     @staticmethod
@@ -162,6 +174,27 @@ class MetricCurves:
         """Index of the highest recall reached: the last non-zero confidence (0 if none)."""
         nz = np.nonzero(self.confidence)[0]
         return int(nz[-1]) if nz.size else 0
+
+    @staticmethod
+    def from_dict(content: dict) -> MetricCurves:
+        """From a ``metrics_details.json`` entry (ours or the devkit's); null reads as NaN.
+
+        Raises:
+            ValueError: a curve is missing or is not 101 numbers.
+
+        """
+        arrays = {}
+        for name in CURVE_NAMES:
+            if name not in content:
+                raise ValueError(f"curves: missing {name!r}")
+            v = content[name]
+            if not isinstance(v, list) or len(v) != CURVE_POINTS:
+                raise ValueError(f"curves: {name!r} must be a list of {CURVE_POINTS} numbers")
+            try:
+                arrays[name] = np.array([np.nan if x is None else x for x in v], np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"curves: {name!r} has a non-numeric value") from None
+        return MetricCurves(**arrays)
 
     def to_dict(self) -> dict[str, list[float]]:
         """The devkit's ``metrics_details.json`` entry layout."""
@@ -230,6 +263,60 @@ class DetectionMetricsSummary:
             "cfg": self.config.to_dict(),
             "meta": dict(self.meta),
         }
+
+    @staticmethod
+    def from_dict(summary: dict, details: dict | None = None) -> DetectionMetricsSummary:
+        """Read back ``metrics_summary.json`` (and ``metrics_details.json`` for the curves).
+
+        Takes ours or the devkit's files (the devkit writes no ``meta``; NaN may be spelled
+        NaN or null). ``num_gt`` / ``num_pred`` are not in the files and stay empty.
+
+        Raises:
+            ValueError: a missing field or a non-numeric value, naming it.
+
+        """
+        def get(key: str) -> object:
+            if key not in summary:
+                raise ValueError(f"metrics summary: missing field {key!r}")
+            return summary[key]
+
+        def table(key: str, cast_key: type = str) -> dict:
+            d = get(key)
+            if not isinstance(d, dict):
+                raise ValueError(f"metrics summary: {key!r} must be an object")
+            return {
+                c: {cast_key(k): _number(v, f"{key}/{c}/{k}") for k, v in inner.items()}
+                for c, inner in d.items()
+            }
+
+        def flat(key: str) -> dict[str, float]:
+            d = get(key)
+            if not isinstance(d, dict):
+                raise ValueError(f"metrics summary: {key!r} must be an object")
+            return {k: _number(v, f"{key}/{k}") for k, v in d.items()}
+
+        curves: dict[tuple[str, float], MetricCurves] = {}
+        for key, entry in (details or {}).items():
+            cls, sep, th = key.rpartition(":")
+            if not sep:
+                raise ValueError(f"metrics details: key {key!r} is not 'class:threshold'")
+            try:
+                curves[(cls, float(th))] = MetricCurves.from_dict(entry)
+            except ValueError as e:
+                raise ValueError(f"metrics details: {key}: {e}") from None
+        return DetectionMetricsSummary(
+            label_aps=table("label_aps", float),
+            mean_dist_aps=flat("mean_dist_aps"),
+            mean_ap=_number(get("mean_ap"), "mean_ap"),
+            label_tp_errors=table("label_tp_errors"),
+            tp_errors=flat("tp_errors"),
+            tp_scores=flat("tp_scores"),
+            nd_score=_number(get("nd_score"), "nd_score"),
+            eval_time_s=_number(get("eval_time"), "eval_time"),
+            config=DetectionConfig.from_dict(get("cfg")),  # type: ignore[arg-type]
+            meta=dict(summary.get("meta") or {}),
+            curves=curves,
+        )
 
     def details_dict(self) -> dict:
         """``metrics_details.json`` in the devkit's layout (``"car:0.5"`` -> curves)."""

@@ -183,7 +183,8 @@ def evaluate_detections(
         nusc: the loaded ``nuscenes.NuScenes`` database holding the ground truth.
         results: a results JSON path or its dict (``{"meta": ..., "results": ...}``); every
             sample of ``eval_set`` must be present (possibly with no boxes), no other sample.
-        eval_set: predefined split name (``"val"``, ``"mini_val"``, ...).
+        eval_set: predefined split name (``"val"``, ``"mini_val"``, ...) or a custom split
+            defined in ``<dataroot>/<version>/splits.json`` (as nuscenes-devkit 1.2.0).
         config: scoring settings; the official ``detection_cvpr_2019`` when None.
         verbose: progress bars on stderr.
 
@@ -323,6 +324,25 @@ def write_metrics(summary: DetectionMetricsSummary, output_dir: str | Path) -> d
     paths["summary"].write_text(_json_with_nan(summary.to_dict()))
     paths["details"].write_bytes(orjson.dumps(summary.details_dict(), option=opts))
     return paths
+
+
+def read_metrics(output_dir: str | Path) -> DetectionMetricsSummary:
+    """Read ``metrics_summary.json`` (and ``metrics_details.json`` when present) back.
+
+    Works on the devkit's output folders too. Errors name the file and the field.
+    """
+    import json
+
+    out = Path(output_dir)
+    summary_path, details_path = out / "metrics_summary.json", out / "metrics_details.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path}: metrics summary not found")
+    try:
+        summary = json.loads(summary_path.read_text())  # json: reads NaN literals too
+        details = json.loads(details_path.read_text()) if details_path.is_file() else None
+        return DetectionMetricsSummary.from_dict(summary, details)
+    except ValueError as e:
+        raise ValueError(f"{summary_path} / {details_path.name}: {e}") from None
 
 
 def _json_with_nan(obj: dict) -> str:

@@ -516,30 +516,36 @@ def load_results(
 
 
 def split_sample_tokens(nusc, eval_set: str) -> list[str]:  # noqa: ANN001 - devkit NuScenes
-    """Sample tokens of a predefined split, in the sample table's order (the devkit's order).
+    """Sample tokens of a split, in the sample table's order (the devkit's order).
+
+    A predefined split must belong to ``nusc.version`` (as the devkit asserts); any other
+    name is looked up in ``<dataroot>/<version>/splits.json``, as nuscenes-devkit 1.2.0 does.
 
     Raises:
-        ValueError: unknown split, or a split that does not belong to ``nusc.version``.
+        ValueError: unknown split, a split that does not belong to ``nusc.version``, or a
+            malformed custom splits file (naming it).
 
     """
     from nuscenes.utils.splits import create_splits_scenes
 
-    splits = create_splits_scenes()
-    if eval_set not in splits:
-        raise ValueError(f"unknown split {eval_set!r}; expected one of {sorted(splits)}")
+    from sensors.datasets.splits import split_scene_names
+
     version = nusc.version
-    wanted_suffix = {
-        "train": "trainval",
-        "val": "trainval",
-        "train_detect": "trainval",
-        "train_track": "trainval",
-        "mini_train": "mini",
-        "mini_val": "mini",
-        "test": "test",
-    }[eval_set]
-    if not version.endswith(wanted_suffix):
-        raise ValueError(f"split {eval_set!r} does not belong to nuScenes version {version!r}")
-    scene_names = set(splits[eval_set])
+    if eval_set in create_splits_scenes():
+        wanted_suffix = {
+            "train": "trainval",
+            "val": "trainval",
+            "train_detect": "trainval",
+            "train_track": "trainval",
+            "mini_train": "mini",
+            "mini_val": "mini",
+            "test": "test",
+        }[eval_set]
+        if not version.endswith(wanted_suffix):
+            raise ValueError(f"split {eval_set!r} does not belong to nuScenes version {version!r}")
+    scene_names = set(
+        split_scene_names(eval_set, nusc.dataroot, version, {s["name"] for s in nusc.scene})
+    )
     in_split = {s["token"] for s in nusc.scene if s["name"] in scene_names}
     tokens = [s["token"] for s in nusc.sample if s["scene_token"] in in_split]
     if not nusc.sample:
