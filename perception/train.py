@@ -8,6 +8,7 @@ applied per sample on the fly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -59,6 +60,16 @@ class TrainOptions:
         out_dir: checkpoint folder (model.pt, config.json, provenance.json, train state).
         epochs / steps: length of training (``steps`` wins when both are given).
         batch_size / lr / weight_decay: optimiser settings (None = the preset's).
+            ``batch_size`` is per process and micro-batch: one optimiser step sees
+            ``batch_size * world_size * grad_accum`` samples (the effective batch). The
+            learning rate is used as given, never rescaled behind the user's back: when a
+            larger effective batch should train like a smaller one, scale ``lr`` yourself
+            (linearly, by the ratio of effective batches, is the usual first try).
+        grad_accum: micro-batches per optimiser step (gradients averaged). Each micro-batch
+            is one shard of the data, exactly as one torchrun rank's batch is, so one
+            process with ``grad_accum=N`` takes the same steps (to float rounding) as
+            ``torchrun --nproc_per_node N`` with ``grad_accum=1``: BatchNorm statistics and
+            the batch-normalised losses are per micro-batch in both.
         seed: seeds Python, numpy and torch.
         num_workers: DataLoader workers (voxelization runs in them).
         cache_dir: where per-sample arrays are cached.
@@ -100,6 +111,7 @@ class TrainOptions:
     fuser: str | None = None
     image_hw: tuple[int, int] | None = None
     amp: bool = True
+    grad_accum: int = 1
     max_samples: int | None = None
     log_every: int = 20
     save_every: int = 500
@@ -332,8 +344,39 @@ def init_from_checkpoints(model: nn.Module, paths: tuple[str, ...]) -> int:
     return len(loaded)
 
 
-def _infinite(loader: DataLoader, sampler: DistributedSampler | None) -> Iterator[Batch]:
-    epoch = 0
+def init_distributed(device_name: str | None = None) -> tuple[int, int, torch.device]:
+    """Join torchrun's process group when launched by it; returns ``(rank, world, device)``.
+
+    Without torchrun (``WORLD_SIZE`` unset or 1) nothing is initialised: ``(0, 1, device)``.
+    On CUDA each process takes the GPU ``LOCAL_RANK`` names and talks NCCL; on CPU, gloo.
+    ``device_name`` (``cpu``/``cuda``; None = CUDA when present) chooses between the two.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_name:
+        device = torch.device(device_name)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if world <= 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"torchrun started local rank {local_rank} but this node has "
+                f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node <= that number"
+            )
+        device = torch.device("cuda", local_rank)  # one GPU per process
+        torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl", device_id=device)
+    elif not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _infinite(
+    loader: DataLoader, sampler: DistributedSampler | None, epoch: int = 0
+) -> Iterator[Batch]:
     while True:
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -352,18 +395,10 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         The checkpoint folder.
 
     """
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
-    if opts.device:
-        device = torch.device(opts.device)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        rank = dist.get_rank()
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
+    if opts.grad_accum < 1:
+        raise ValueError(f"grad_accum {opts.grad_accum}: must be at least 1")
+    rank, world_size, device = init_distributed(opts.device)
+    distributed = world_size > 1
     if opts.threads:
         set_cpu_threads(opts.threads)
     seed_everything(opts.seed + rank)
@@ -439,19 +474,33 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         if cached
         else functools.partial(collate, cfg=cfg, depth_targets=True)
     )
-    sampler = DistributedSampler(data, seed=opts.seed) if distributed else None
-    loader = DataLoader(
-        data,
-        batch_size=tc.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=opts.num_workers,
-        collate_fn=collate_fn,
-        drop_last=len(data) >= tc.batch_size,
-        persistent_workers=opts.num_workers > 0,
-        generator=torch.Generator().manual_seed(opts.seed),
-    )
-    steps_per_epoch = max(1, len(loader))
+    # Every optimiser step averages the gradients of world_size * grad_accum micro-batches,
+    # one from each shard of the epoch's permutation (rank r's micro-batch k reads shard
+    # r * grad_accum + k), so ranks never share a sample and N ranks take the same steps as
+    # one process accumulating N micro-batches. A single shard keeps the plain shuffled
+    # loader (the order earlier single-process runs and their recorded results used).
+    accum = opts.grad_accum
+    num_shards = world_size * accum
+    samplers: list[DistributedSampler | None] = [
+        DistributedSampler(data, num_replicas=num_shards, rank=rank * accum + k,
+                           shuffle=True, seed=opts.seed)
+        for k in range(accum)
+    ] if num_shards > 1 else [None]
+    loaders = [
+        DataLoader(
+            data,
+            batch_size=tc.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=opts.num_workers,
+            collate_fn=collate_fn,
+            drop_last=(len(sampler) if sampler is not None else len(data)) >= tc.batch_size,
+            persistent_workers=opts.num_workers > 0,
+            generator=torch.Generator().manual_seed(opts.seed),
+        )
+        for sampler in samplers
+    ]
+    steps_per_epoch = max(1, len(loaders[0]))
     total_steps = opts.steps or (opts.epochs or 1) * steps_per_epoch
 
     # Branches a variant does not have cannot be frozen: a recipe may name all of them.
@@ -476,6 +525,8 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
+        if rank:  # rank 0's saved stream; the others need their own (modality dropout)
+            torch.manual_seed(opts.seed + rank + 100_003 * step)
     runner: nn.Module = step_module
     if distributed:
         runner = nn.parallel.DistributedDataParallel(
@@ -531,19 +582,34 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
                file=sys.stderr, mininterval=5.0)
     ema = None
     t_start = time.time()
-    it = _infinite(loader, sampler)
+    # A resumed run continues with the epoch it stopped in (its permutation, from the start).
+    its = [_infinite(loader, sampler, epoch=step // steps_per_epoch)
+           for loader, sampler in zip(loaders, samplers)]
     try:
         while step < total_steps:
-            batch = next(it).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, det_parts, plan_part = runner(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            stats = torch.zeros(5)  # loss, heatmap, reg, depth, plan: means over micro-batches
+            for k, it in enumerate(its):
+                batch = next(it).to(device)
+                # DDP all-reduces gradients in backward; the micro-batches before the last
+                # only accumulate locally.
+                last = k == accum - 1
+                with contextlib.nullcontext() if last or not distributed else runner.no_sync():
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        loss, det_parts, plan_part = runner(batch)
+                    (loss / accum).backward()
+                stats += torch.cat([loss.detach().float().cpu().reshape(1), det_parts.float(),
+                                    plan_part.float().reshape(1)]) / accum
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
-            value = float(loss.detach())
+            if distributed:  # logged and checked as the global mean, the same on every rank
+                stats = stats.to(device)
+                dist.all_reduce(stats)
+                stats = stats.cpu() / world_size
+            value = float(stats[0])
+            det_parts, plan_part = stats[1:4], stats[4]
             if not math.isfinite(value):
                 raise FloatingPointError(f"{cfg.name}: loss is {value} at step {step}")
             ema = value if ema is None else 0.95 * ema + 0.05 * value
@@ -559,6 +625,12 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
                 log.flush()
             if step % opts.save_every == 0 and step < total_steps:
                 save(final=False)
+        if distributed:
+            # BatchNorm running statistics are per rank after the last forward (DDP
+            # broadcasts rank 0's only at the start of each); the checkpoint holds rank 0's,
+            # and so does every replica from here on.
+            for buf in model.buffers():
+                dist.broadcast(buf, src=0)
         save(final=True)
     finally:
         bar.close()
