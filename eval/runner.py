@@ -125,7 +125,7 @@ def decode_like_training(ds: NuScenesDataset, cfg: ModelConfig) -> None:
     without cameras.
     """
     if cfg.uses("camera"):
-        from perception.inputs import image_reduction_for
+        from perception.backbones.camera_inputs import image_reduction_for
 
         ds.set_image_reduction(image_reduction_for(ds.camera_image_hw(), cfg.camera.image_hw))
 

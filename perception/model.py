@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from perception.backbones.camera import CameraBackbone
+from perception.backbones.camera_inputs import NUM_CAMERAS
 from perception.backbones.lidar import LidarBackbone, gather_paint
 from perception.backbones.ultrasonic import UltrasonicBackbone
+from perception.batch import Batch
 from perception.config import MODALITY_ORDER, ModelConfig
 from perception.fusion import build_fuser
 from perception.heads import HeadOutputs, Heads
@@ -20,7 +22,6 @@ from perception.heads.losses import (
     planning_loss,
     regression_loss,
 )
-from perception.inputs import NUM_CAMERAS, Batch
 from perception.timing import Stopwatch, maybe_stage
 
 

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 
 from calibration.sample import SyncedSample
+from perception.batch import collate
 from perception.checkpoint import load_checkpoint
 from perception.config import ModelConfig
 from perception.control import ControlConfig, compute_control
 from perception.heads import decode_detections
-from perception.inputs import collate, prepare_sample
 from perception.model import FusionModel, build_model
+from perception.prepare import prepare_sample
 from perception.timing import Stopwatch
 from perception.types import FrameResult, PlanOutput
 

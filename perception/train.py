@@ -31,19 +31,15 @@ from tqdm import tqdm
 
 from calibration.sample import Boxes3D
 from calibration.se3 import SE3
+from perception.backbones.camera_inputs import NUM_CAMERAS, image_reduction_for
+from perception.batch import Batch, collate
 from perception.checkpoint import git_commit, save_checkpoint
 from perception.config import MODALITY_ORDER, ModelConfig, preset
 from perception.fusion import anchor as anchor_fuser
 from perception.heads import decode_detections
-from perception.inputs import (
-    NUM_CAMERAS,
-    Batch,
-    SampleArrays,
-    collate,
-    image_reduction_for,
-    prepare_sample,
-)
 from perception.model import FusionModel, build_model
+from perception.prepare import prepare_sample
+from perception.sample_arrays import SampleArrays
 from perception.threads import set_cpu_threads
 
 TRAIN_STATE_NAME = "train_state.pt"

@@ -87,7 +87,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     from eval.detection import ResultsMeta, write_results
     from perception.checkpoint import load_checkpoint
-    from perception.inputs import SampleArrays
+    from perception.sample_arrays import SampleArrays
     from perception.train import cache_split, predict_files
 
     split = args.split or default_split(args.version, True)
@@ -103,7 +103,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         # Planning: L2 at 1, 2, 3 s over samples whose future is known.
         l2 = {1: [], 2: [], 3: []}
         model_inputs = [SampleArrays.load(f) for f in files]
-        from perception.inputs import collate
+        from perception.batch import collate
 
         with torch.inference_mode():
             for i in range(0, len(model_inputs), 8):

@@ -121,7 +121,8 @@ def gather_paint(img_feats: torch.Tensor, paint_index: torch.Tensor) -> torch.Te
 
     Args:
         img_feats: (B, K, C, h, w) image features.
-        paint_index: (M, P) flat index into (B, K, h, w) from ``perception.inputs.paint_index``,
+        paint_index: (M, P) flat index into (B, K, h, w) from
+            ``perception.backbones.lidar_inputs.paint_index``,
             -1 where no camera sees the point.
 
     Returns:

@@ -21,7 +21,7 @@ class HeadOutputs:
 
     Attributes:
         heatmap: (B, num_classes, H, W) logits, grouped class order.
-        reg: (B, G, 10, H, W) box regression (``perception.inputs.REG_CHANNELS``).
+        reg: (B, G, 10, H, W) box regression (``perception.box_code``).
         waypoints: (B, T, 2) planned ego positions, metres.
         depth_logits: (B, K, D, h, w) camera lift depth logits when the camera branch ran in
             training with depth targets, else None.

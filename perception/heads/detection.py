@@ -11,8 +11,9 @@ from torch import nn
 
 from calibration.sample import Boxes3D
 from perception.backbones.common import conv_bn_relu
+from perception.box_code import COS_YAW, LOG_WLH, NUM_REG, decode_boxes
 from perception.config import ModelConfig
-from perception.inputs import NUM_REG, VELOCITY_UNIT_MPS, class_group_order
+from perception.heads.targets import class_group_order
 from sensors.types import DETECTION_CLASSES
 
 # Focal-loss prior: initial foreground probability 0.1 keeps early training stable.
@@ -38,8 +39,8 @@ class DetectionHead(nn.Module):
             self.reg[-1].weight.mul_(0.1)
             bias = self.reg[-1].bias.view(self.num_groups, NUM_REG)
             bias.zero_()
-            bias[:, 3:6] = torch.tensor([0.6, 1.3, 0.5])
-            bias[:, 7] = 1.0
+            bias[:, LOG_WLH] = torch.tensor([0.6, 1.3, 0.5])
+            bias[:, COS_YAW] = 1.0  # yaw 0
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Heatmap logits and per-group regression maps."""
@@ -85,7 +86,7 @@ def decode_detections(
 
     Args:
         heatmap_logits: (B, num_classes, H, W) in grouped class order.
-        reg: (B, G, 10, H, W) ``REG_CHANNELS``.
+        reg: (B, G, 10, H, W) box code (``perception.box_code``).
         cfg: model configuration (grid, groups, thresholds).
         has_input: (B,) bool; samples with no used modality present get no boxes.
 
@@ -119,15 +120,10 @@ def decode_detections(
             cell = top_i % (h * w)
             iy, ix = cell // w, cell % w
             r = reg[bi, gi].float().reshape(NUM_REG, -1)[:, cell].T.cpu().numpy()  # (n, 10)
-            ixn, iyn = ix.cpu().numpy(), iy.cpu().numpy()
-            x = (ixn + r[:, 0]) * g.cell_m + g.x_range_m[0]
-            y = (iyn + r[:, 1]) * g.cell_m + g.y_range_m[0]
-            wlh = np.exp(np.clip(r[:, 3:6], -5.0, 5.0))
-            yaw = np.arctan2(r[:, 6], r[:, 7])
+            x, y, z, wlh, yaw, vel = decode_boxes(r, ix.cpu().numpy(), iy.cpu().numpy(), g)
             labels = np.array([order[c0 + int(c)] for c in cls_local.cpu().numpy()], np.int64)
             s = top_s.cpu().numpy().astype(np.float64)
-            vel = r[:, 8:10] * VELOCITY_UNIT_MPS
-            arr = np.column_stack([x, y, r[:, 2], wlh, yaw, vel, s, labels])
+            arr = np.column_stack([x, y, z, wlh, yaw, vel, s, labels])
             if len(arr) and det.nms_radius_m[gi] > 0:
                 keep_i = circle_nms(
                     np.ascontiguousarray(arr[:, :2], np.float32),

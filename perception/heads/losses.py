@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from perception.box_code import NUM_REG, VELOCITY, output_to_target_units
 from perception.config import LossConfig
-from perception.inputs import NUM_REG, VELOCITY_UNIT_MPS
 
 # CenterPoint's nuScenes code weights: velocity matters less than geometry early in training.
 # ``LossConfig.velocity_weight`` overrides the last two.
@@ -55,7 +55,7 @@ def regression_loss(
     target: torch.Tensor,
     mask: torch.Tensor,
     vel_mask: torch.Tensor,
-    velocity_weight: float = REG_CODE_WEIGHTS[8],
+    velocity_weight: float = REG_CODE_WEIGHTS[VELOCITY.start],
 ) -> torch.Tensor:
     """Weighted L1 at the object centres.
 
@@ -76,13 +76,11 @@ def regression_loss(
     pred = flat.gather(3, index[:, :, None, :].expand(b, g, c, index.shape[-1]))
     pred = pred.permute(0, 1, 3, 2)  # (B, G, K, 10)
     # Velocity outputs are in VELOCITY_UNIT_MPS; the loss compares metres per second.
-    unit = torch.ones(NUM_REG, device=reg.device)
-    unit[8:] = VELOCITY_UNIT_MPS
-    pred = pred * unit
-    code = (*REG_CODE_WEIGHTS[:8], velocity_weight, velocity_weight)
+    pred = pred * output_to_target_units(reg.device)
+    code = (*REG_CODE_WEIGHTS[: VELOCITY.start], velocity_weight, velocity_weight)
     weights = torch.tensor(code, device=reg.device).view(1, 1, 1, NUM_REG)
     m = mask[..., None].expand_as(pred).clone()
-    m[..., 8:] = m[..., 8:] * vel_mask[..., None]
+    m[..., VELOCITY] = m[..., VELOCITY] * vel_mask[..., None]
     err = (pred - target).abs() * weights * m
     return err.sum() / mask.sum().clamp(min=1.0)
 

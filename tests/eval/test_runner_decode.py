@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from perception.inputs import image_reduction_for
+from perception.backbones.camera_inputs import image_reduction_for
 from sensors.datasets.nuscenes import NuScenesDataset
 
 sim = pytest.importorskip("sensors.sim")

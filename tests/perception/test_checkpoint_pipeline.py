@@ -7,11 +7,13 @@ import torch
 from model_synth import make_sample, micro_config
 
 import perception
+from perception.batch import collate
 from perception.checkpoint import load_checkpoint, save_checkpoint
 from perception.config import config_to_dict, preset
-from perception.inputs import SampleArrays, collate, prepare_sample
 from perception.model import build_model
 from perception.pipeline import Pipeline
+from perception.prepare import prepare_sample
+from perception.sample_arrays import SampleArrays
 from perception.train import TRAIN_STATE_NAME, TrainOptions, train
 from perception.types import FrameResult
 

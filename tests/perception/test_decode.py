@@ -3,16 +3,11 @@ import pytest
 import torch
 
 from calibration.sample import Boxes3D
+from perception.box_code import NUM_REG, VELOCITY_UNIT_MPS
 from perception.config import preset
 from perception.heads.detection import attribute_for, decode_detections
 from perception.heads.losses import gaussian_focal_loss, regression_loss
-from perception.inputs import (
-    NUM_REG,
-    VELOCITY_UNIT_MPS,
-    detection_targets,
-    draw_gaussian,
-    gaussian_radius,
-)
+from perception.heads.targets import detection_targets, draw_gaussian, gaussian_radius
 
 pytest.importorskip("perception.ops.nms", reason="engineer C's circle NMS kernel")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from perception.backbones.camera_inputs import lidar_depth_target
 from perception.heads.losses import depth_loss
-from perception.inputs import lidar_depth_target
 
 # A camera at the ego origin looking along +x (camera z = ego x, camera x = -ego y,
 # camera y = -ego z), K with f = 10 feature pixels and the principal point at (4, 3) on an

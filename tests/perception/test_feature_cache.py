@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from model_synth import make_sample, micro_config
 
-from perception.inputs import prepare_sample
 from perception.model import build_model
+from perception.prepare import prepare_sample
 from perception.train import cache_branch_features
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from perception.inputs import image_reduction_for
+from perception.backbones.camera_inputs import image_reduction_for
 
 
 @pytest.mark.parametrize(

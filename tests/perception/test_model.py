@@ -6,9 +6,10 @@ import pytest
 import torch
 from model_synth import make_sample, micro_config
 
+from perception.batch import collate
 from perception.config import FUSION_VARIANTS, MODALITY_ORDER, preset
-from perception.inputs import collate, prepare_sample
 from perception.model import build_model
+from perception.prepare import prepare_sample
 
 pytest.importorskip("perception.ops.ultrasonic_raster", reason="engineer C's raster kernel")
 

@@ -4,14 +4,11 @@ import torch
 from model_synth import camera_pose, make_sample, micro_config
 
 from perception.backbones.camera import BevPoolFunction, LiftSplat, bev_pool_torch
+from perception.backbones.camera_inputs import depth_bin_centers, frustum_cell_index
+from perception.backbones.lidar_inputs import paint_index
+from perception.batch import collate
 from perception.config import preset
-from perception.inputs import (
-    collate,
-    depth_bin_centers,
-    frustum_cell_index,
-    paint_index,
-    prepare_sample,
-)
+from perception.prepare import prepare_sample
 
 pytest.importorskip("perception.ops.bev_pool", reason="engineer C's bev_pool kernel")
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from perception.backbones.lidar_inputs import voxelize_points
 from perception.config import preset
-from perception.inputs import voxelize_points
 from perception.ops.interleave import interleave_sweeps, interleave_sweeps_reference
 
 
