@@ -11,11 +11,14 @@ is never caught here, so it still shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import pickle
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 DEBUG_FLAG = "--debug"
@@ -74,3 +77,39 @@ def run_main(
         print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return int(rc or 0)
+
+
+@contextlib.contextmanager
+def staged_output_dir(out: Path, owned: Iterable[str]) -> Iterator[Path]:
+    """A temporary folder beside ``out`` that replaces the job's outputs in ``out`` on success.
+
+    The job writes everything into the yielded folder. When the block exits normally, every
+    name in ``owned`` that the new run did not write is deleted from ``out`` (no stale
+    metrics from an earlier run beside new ones) and each new entry is moved into ``out``
+    with ``os.replace`` (same file system, so each move is atomic). Other files in ``out``
+    are never touched. When the block raises, ``out`` is left exactly as it was.
+
+    Args:
+        out: the final output folder (created when absent).
+        owned: file and folder names this job writes (and so may replace or remove).
+
+    Yields:
+        The staging folder.
+
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield stage
+        new = {p.name for p in stage.iterdir()}
+        for name in set(owned) | new:
+            old = out / name
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            elif old.exists() or old.is_symlink():
+                old.unlink()
+        for name in sorted(new):
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -18,6 +18,7 @@ The numbers equal the nuscenes-devkit's DetectionEval (tests/eval asserts 1e-9).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval.cli import staged_output_dir  # noqa: E402
 from eval.detection import (  # noqa: E402
     ResultsFormatError,
     evaluate_detections,
@@ -46,8 +48,15 @@ def _load_nusc(dataroot: str, version: str):  # noqa: ANN202
     return NuScenes(version=version, dataroot=dataroot, verbose=False)
 
 
-def run_checkpoint(args: argparse.Namespace, out: Path) -> tuple[object, dict, dict]:
-    """Run the model over the split; returns (nusc, results dict, planning/control report)."""
+def run_checkpoint(args: argparse.Namespace, out: Path) -> tuple[object, dict, dict, dict]:
+    """Run the model over the split.
+
+    Returns:
+        ``(nusc, results dict, planning/control report, failure summary)``; the failure
+        summary has ``run`` (samples run), ``failed`` (their records, each naming the error and
+        so the file) and ``sensor_faults`` (inputs masked as absent, with file and reason).
+
+    """
     from eval.runner import run_model
     from sensors.datasets.nuscenes import NuScenesDataset
 
@@ -71,10 +80,46 @@ def run_checkpoint(args: argparse.Namespace, out: Path) -> tuple[object, dict, d
         run.add_empty(tok, ds.global_SE3_ego(tok))
     results = run.write_results(out / "results.json")
     report = run.report(ds.nusc)
-    (out / "failures.json").write_text(json.dumps(run.failures, indent=2))
-    if run.failures:
-        print(f"{len(run.failures)} samples failed (see {out / 'failures.json'})", file=sys.stderr)
-    return ds.nusc, results, report
+    failed = [_as_record(f) for f in run.failures]
+    faults = [_as_record(f) for f in getattr(ds, "missing_files", [])]
+    faults += [_as_record(f) for f in getattr(ds, "sensor_faults", [])]
+    (out / "failures.json").write_text(
+        json.dumps({"failed_samples": failed, "sensor_faults": faults}, indent=2)
+    )
+    if failed:
+        print(f"{len(failed)} samples failed (see {args.out / 'failures.json'})", file=sys.stderr)
+    n_run = len(tokens[: args.max_samples] if args.max_samples else tokens)
+    return ds.nusc, results, report, {"run": n_run, "failed": failed, "sensor_faults": faults}
+
+
+def _as_record(item: object) -> dict:
+    """A failure / fault record (dict or dataclass) as a JSON-able dict."""
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return {k: str(v) for k, v in dataclasses.asdict(item).items()}
+    return {str(k): str(v) for k, v in dict(item).items()}  # type: ignore[call-overload]
+
+
+def failures_markdown(summary: dict, limit: int = 100) -> str:
+    """The summary.md section listing failed samples and masked sensor inputs with files."""
+    failed, faults = summary["failed"], summary["sensor_faults"]
+    lines = [
+        "## Failures",
+        "",
+        f"{len(failed)} of {summary['run']} samples failed (no detections; counted as missed); "
+        f"{len(faults)} sensor inputs were missing or corrupt and treated as absent.",
+        "",
+    ]
+    for f in failed[:limit]:
+        lines.append(f"- sample `{f.get('sample_token', '?')}`: {f.get('error', '')}")
+    for f in faults[:limit]:
+        where = f.get("token", "?")
+        lines.append(
+            f"- sensor `{f.get('channel', '?')}` of `{where}`: {f.get('path', '')}"
+            + (f" ({f['reason']})" if f.get("reason") else " (file missing)")
+        )
+    if len(failed) > limit or len(faults) > limit:
+        lines.append("- ... (all of them in failures.json)")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ap.add_argument("--device", default=None, help="torch device for --checkpoint")
     ap.add_argument("--max-samples", type=int, default=0, help="--checkpoint: stop early")
+    ap.add_argument(
+        "--max-failure-rate",
+        type=float,
+        default=None,
+        help="--checkpoint: exit with code 1 when more than this fraction of samples failed "
+        "(default: only when every sample failed)",
+    )
     ap.add_argument(
         "--ego-status-ablation",
         action="store_true",
@@ -111,13 +163,38 @@ def main(argv: list[str] | None = None) -> int:
         "fog, other) on its own; writes metrics_by_condition.json",
     )
     args = ap.parse_args(argv)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    if args.max_failure_rate is not None and not 0.0 <= args.max_failure_rate <= 1.0:
+        ap.error(f"--max-failure-rate must be in [0, 1], got {args.max_failure_rate}")
     config = load_config(args.config)
+    # Everything is written to a staging folder and moved into --out at the end, so a rerun
+    # never leaves an earlier run's metrics beside new ones, and a failed run leaves --out as
+    # it was.
+    with staged_output_dir(args.out, OUTPUT_NAMES) as out:
+        rc = evaluate_into(args, config, out)
+    print(f"wrote {args.out}")
+    return rc
+
+
+# Every name evaluate_into may write (a rerun removes the ones it did not write this time).
+OUTPUT_NAMES = (
+    "metrics_summary.json",
+    "metrics_details.json",
+    "metrics_by_condition.json",
+    "summary.md",
+    "plots",
+    "results.json",
+    "planning.json",
+    "failures.json",
+)
+
+
+def evaluate_into(args: argparse.Namespace, config: object, out: Path) -> int:
+    """The evaluation proper, writing into ``out``; the exit code."""
     t0 = time.time()
     report: dict | None = None
+    fail: dict | None = None
     if args.checkpoint:
-        nusc, results, report = run_checkpoint(args, out)
+        nusc, results, report, fail = run_checkpoint(args, out)
         source: object = results
     else:
         nusc = _load_nusc(args.dataroot, args.version)
@@ -130,16 +207,31 @@ def main(argv: list[str] | None = None) -> int:
         else:
             summary = evaluate_detections(nusc, source, args.split, config, verbose=True)
     except ResultsFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
         if args.results:
             problems = validate_results(
                 args.results, split_sample_tokens(nusc, args.split), config.max_boxes_per_sample
             )
-            for p in problems:
-                print(f"  - {p}", file=sys.stderr)
-        return 2
-    paths = write_metrics(summary, out)
+            if problems:
+                exc = ResultsFormatError(
+                    f"{exc} [{len(problems)} problem(s); first: {'; '.join(problems[:3])}]"
+                )
+        raise exc from None
+    write_metrics(summary, out)
     md = markdown_summary(summary, title=f"Detection metrics: {args.split} ({args.version})")
+    rc = 0
+    if fail is not None:
+        md += "\n" + failures_markdown(fail)
+        n_run, n_failed = fail["run"], len(fail["failed"])
+        rate = n_failed / n_run if n_run else 0.0
+        limit = args.max_failure_rate
+        if n_run and (n_failed == n_run or (limit is not None and rate > limit)):
+            print(
+                f"error: {n_failed} of {n_run} samples failed ({rate:.1%}"
+                + (f" > --max-failure-rate {limit:g}" if limit is not None else ": all of them")
+                + f"); metrics reflect no detections for them; see {args.out / 'summary.md'}",
+                file=sys.stderr,
+            )
+            rc = 1
     if report is not None:
         (out / "planning.json").write_text(json.dumps(report, indent=2))
         md += "\n## Planning and control\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
@@ -158,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mAP {summary.mean_ap:.4f}  NDS {summary.nd_score:.4f}  ({time.time() - t0:.1f} s)")
     for m, v in summary.tp_errors.items():
         print(f"  {m}: {v:.4f}")
-    print(f"wrote {paths['summary']}, {out / 'summary.md'}")
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from eval_predictions import make_predictions
 from test_detection_parity import assert_close, devkit_summary
 
 from calibration.sample import Boxes3D
+from eval.cli import run_main
+from eval.detection import ResultsFormatError
 from perception.types import ControlCommand, FrameResult, PlanOutput
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +64,8 @@ def test_broken_results_exit_2_with_validator_messages(tool, nusc, tmp_path, cap
     results["results"][tok][0]["detection_name"] = "unicorn"
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(results))
-    rc = tool.main(
+    rc = run_main(
+        tool.main,
         [
             "--results",
             str(path),
@@ -154,3 +157,104 @@ def test_checkpoint_path(tool, nusc, tmp_path, monkeypatch):
     report = json.loads((out / "planning.json").read_text())
     assert report["planning"]["L2_at_1s_m"] == pytest.approx(np.sqrt(0.5), abs=1e-9)
     assert report["failures"] == 0 and report["aeb"]["num_fired"] == 0
+
+
+# ------------------------------------------------------------ failures, exit codes, stale outputs
+
+
+class _Failing(_StandIn):
+    """Fails on every ``every``-th sample with the error a corrupt file gives."""
+
+    def __init__(self, every: int):
+        super().__init__()
+        self.every, self.calls = every, 0
+
+    def run(self, sample):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            from sensors.readers import SensorFileError
+
+            raise SensorFileError(f"/data/samples/CAM_FRONT/{sample.token}.jpg: JPEG truncated")
+        return super().run(sample)
+
+    def run_with_maps(self, sample, arrays=None, reuse=None):
+        """The runner's shared-preprocessing entry point (maps not used here)."""
+        return self.run(sample), None
+
+
+def _checkpoint_args(nusc, out, *extra):
+    return ["--checkpoint", "unused", "--dataroot", nusc.dataroot, "--version", "v1.0-mini",
+            "--split", "mini_val", "--out", str(out), "--no-plots", *extra]
+
+
+def _stand_in(monkeypatch, model):
+    import perception.pipeline
+
+    monkeypatch.setattr(perception.pipeline.Pipeline, "from_checkpoint",
+                        classmethod(lambda cls, path, device=None: model))
+
+
+def test_every_sample_failed_exits_1_and_lists_failures_with_files(tool, nusc, tmp_path,
+                                                                    monkeypatch, capsys):
+    _stand_in(monkeypatch, _Failing(every=1))
+    out = tmp_path / "all_failed"
+    assert tool.main(_checkpoint_args(nusc, out)) == 1
+    assert "samples failed (100.0%: all of them)" in capsys.readouterr().err
+    md = (out / "summary.md").read_text()
+    n = len(json.loads((out / "results.json").read_text())["results"])
+    assert f"{n} of {n} samples failed" in md
+    assert md.count("/data/samples/CAM_FRONT/") == n and "JPEG truncated" in md
+    failures = json.loads((out / "failures.json").read_text())
+    assert len(failures["failed_samples"]) == n
+
+
+def test_max_failure_rate(tool, nusc, tmp_path, monkeypatch):
+    _stand_in(monkeypatch, _Failing(every=2))  # half of the samples fail
+    assert tool.main(_checkpoint_args(nusc, tmp_path / "a")) == 0  # default: only all-failed
+    _stand_in(monkeypatch, _Failing(every=2))
+    assert tool.main(_checkpoint_args(nusc, tmp_path / "b", "--max-failure-rate", "0.25")) == 1
+    _stand_in(monkeypatch, _Failing(every=2))
+    assert tool.main(_checkpoint_args(nusc, tmp_path / "c", "--max-failure-rate", "0.6")) == 0
+    md = (tmp_path / "c" / "summary.md").read_text()
+    assert "## Failures" in md and "samples failed" in md
+
+
+def test_rerun_leaves_no_stale_outputs_and_a_failed_run_changes_nothing(tool, nusc, tmp_path):
+    results = make_predictions(nusc, "noisy", seed=3)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # not an output of the tool: never touched
+    args = ["--results", str(path), "--dataroot", nusc.dataroot, "--version", "v1.0-mini",
+            "--split", "mini_val", "--out", str(out), "--no-plots"]
+    assert tool.main([*args, "--by-condition"]) == 0
+    assert (out / "metrics_by_condition.json").is_file()
+    (out / "metrics_summary.json").write_text("{}")  # a marker: a rerun must replace it
+    assert tool.main(args) == 0
+    first = (out / "metrics_summary.json").read_text()
+    assert json.loads(first)["mean_ap"] > 0
+    assert not (out / "metrics_by_condition.json").exists()  # the rerun did not write it
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".out.staging-*"))
+    results["results"][next(iter(results["results"]))] = "not a list"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ResultsFormatError, match="must be a list of boxes"):
+        tool.main(args)
+    assert (out / "metrics_summary.json").read_text() == first
+    assert not list(tmp_path.glob(".out.staging-*"))
+
+
+def test_empty_weights_file_is_one_line_exit_2(tool, nusc, tmp_path, capsys):
+    from perception.config import config_to_dict, preset
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "config.json").write_text(json.dumps(config_to_dict(preset("tiny", "lidar_only"))))
+    (ck / "model.pt").write_bytes(b"")
+    args = _checkpoint_args(nusc, tmp_path / "o")
+    args[1] = str(ck)
+    assert run_main(tool.main, args, prog="evaluate.py") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("evaluate.py: error: checkpoint ") and "model.pt: the weights " \
+        "file is empty" in err[-1]
