@@ -59,13 +59,48 @@ class FusionModel(nn.Module):
 
     def forward(self, batch: Batch, watch: Stopwatch | None = None) -> HeadOutputs:
         """Raw head outputs for a batch; ``watch`` collects per-stage times."""
+        bevs, depth_logits = self._branch_maps(batch, self.fused_modalities, watch)
+        out = self.fuse_and_heads(bevs, batch, watch)
+        if depth_logits is not None:
+            out = dataclasses.replace(out, depth_logits=depth_logits)
+        return out
+
+    def map_inputs(self) -> dict[str, frozenset[str]]:
+        """Input modalities each BEV map reaching the fuser is computed from.
+
+        A map depends on its own sensor only, except for ``serial``: the LiDAR map carries the
+        painted camera features, so it is recomputed when either sensor changes. The benchmark
+        reuses the maps whose inputs a corruption leaves alone.
+        """
+        out = {m: frozenset({m}) for m in self.fused_modalities}
+        if self.serial and "lidar" in out:
+            out["lidar"] = frozenset({"camera", "lidar"})
+        return out
+
+    def branch_maps(
+        self, batch: Batch, which: tuple[str, ...], watch: Stopwatch | None = None
+    ) -> dict[str, torch.Tensor]:
+        """BEV maps of the named fused branches (names from ``fused_modalities``), exactly
+        as ``forward`` computes them; ``fuse_and_heads`` finishes the forward from them.
+        """
+        return self._branch_maps(batch, which, watch)[0]
+
+    def _branch_maps(
+        self, batch: Batch, which: tuple[str, ...], watch: Stopwatch | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        unknown = set(which) - set(self.fused_modalities)
+        if unknown:
+            raise ValueError(f"{self.cfg.name}: no fused branch {sorted(unknown)}; it fuses "
+                             f"{self.fused_modalities}")
         b = batch.batch_size
         bevs: dict[str, torch.Tensor] = {}
         painted = None
         depth_logits = None
-        if batch.camera_bev is not None:  # frozen camera branch, from a feature cache
+        # Serial fusion needs the camera features inside the LiDAR branch.
+        camera_needed = "camera" in which or (self.serial and "lidar" in which)
+        if batch.camera_bev is not None and "camera" in which:  # frozen branch, from a cache
             bevs["camera"] = batch.camera_bev
-        elif self.camera is not None:
+        elif self.camera is not None and camera_needed:
             with maybe_stage(watch, "camera_backbone"):
                 img = self.camera.encode(batch.images)  # (B*K, C, h, w)
             if self.serial:
@@ -84,27 +119,29 @@ class FusionModel(nn.Module):
                         )
                 with maybe_stage(watch, "camera_bev_encoder"):
                     bevs["camera"] = self.camera.bev_encoder(cam_bev)
-        if batch.lidar_bev is not None:  # frozen LiDAR branch, from a feature cache
+        if batch.lidar_bev is not None and "lidar" in which:  # frozen branch, from a cache
             bevs["lidar"] = batch.lidar_bev
-        elif self.lidar is not None:
+        elif self.lidar is not None and "lidar" in which:
             with maybe_stage(watch, "lidar_backbone"):
                 bevs["lidar"] = self.lidar(
                     batch.pillars, batch.pillar_coords, batch.pillar_num_points, b, painted
                 )
-        if self.ultrasonic is not None:
+        if self.ultrasonic is not None and "ultrasonic" in which:
             with maybe_stage(watch, "ultrasonic_backbone"):
                 bevs["ultrasonic"] = self.ultrasonic(batch.ultrasonic_raster)
+        return bevs, depth_logits
+
+    def fuse_and_heads(
+        self, bevs: dict[str, torch.Tensor], batch: Batch, watch: Stopwatch | None = None
+    ) -> HeadOutputs:
+        """Fuser and heads on the branch maps (every name in ``fused_modalities``)."""
         if self.late:  # decision-level: a head per modality, mixed by learned weights
             with maybe_stage(watch, "heads"):
-                out = self.fuser(bevs, batch.presence, batch.command, batch.ego_status)
-        else:
-            with maybe_stage(watch, "fuser"):
-                fused = self.fuser(bevs, batch.presence)
-            with maybe_stage(watch, "heads"):
-                out = self.heads(fused, batch.command, batch.ego_status)
-        if depth_logits is not None:
-            out = dataclasses.replace(out, depth_logits=depth_logits)
-        return out
+                return self.fuser(bevs, batch.presence, batch.command, batch.ego_status)
+        with maybe_stage(watch, "fuser"):
+            fused = self.fuser(bevs, batch.presence)
+        with maybe_stage(watch, "heads"):
+            return self.heads(fused, batch.command, batch.ego_status)
 
     @torch.no_grad()
     def branch_bevs(self, batch: Batch, which: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import torch
 from calibration.sample import SyncedSample
 from perception.batch import collate
 from perception.checkpoint import load_checkpoint
-from perception.config import ModelConfig
+from perception.config import MODALITY_ORDER, ModelConfig
 from perception.control import ControlConfig, compute_control
 from perception.heads import decode_detections
 from perception.model import FusionModel, build_model
 from perception.prepare import prepare_sample
+from perception.sample_arrays import SampleArrays
 from perception.timing import Stopwatch
 from perception.types import FrameResult, PlanOutput
 
@@ -55,14 +57,45 @@ class Pipeline:
     @torch.inference_mode()
     def run(self, sample: SyncedSample) -> FrameResult:
         """Detections, plan and control for one sample; any modality may be missing."""
+        return self.run_with_maps(sample)[0]
+
+    @torch.inference_mode()
+    def run_with_maps(
+        self,
+        sample: SyncedSample,
+        arrays: SampleArrays | None = None,
+        reuse: Mapping[str, torch.Tensor] | None = None,
+    ) -> tuple[FrameResult, dict[str, torch.Tensor]]:
+        """``run``, also returning the branch BEV maps, optionally reusing some of them.
+
+        Args:
+            sample: the sample (its CAN bus and ultrasonic feed the control step).
+            arrays: ``prepare_sample(sample, self.cfg, targets=False)`` when already
+                computed (several pipelines with one preprocessing config share it).
+            reuse: BEV maps by fused branch name, computed by this pipeline from inputs
+                equal to ``sample``'s for every modality that branch reads
+                (``FusionModel.map_inputs``); those branches are not run again and their
+                inputs are not prepared. The result equals ``run(sample)`` exactly.
+
+        Returns:
+            The frame result and every fused branch's map (reused ones included).
+
+        """
         watch = Stopwatch(cuda_sync=self.device.type == "cuda")
         t0 = time.perf_counter()
-        with watch.stage("preprocess"):
-            arrays = prepare_sample(sample, self.cfg, targets=False)
-        batch = collate([arrays], self.cfg, watch)
+        reuse = dict(reuse or {})
+        todo = tuple(m for m in self.model.fused_modalities if m not in reuse)
+        needed = set().union(*(self.model.map_inputs()[m] for m in todo)) if todo else set()
+        skip = tuple(m for m in MODALITY_ORDER if m not in needed)
+        if arrays is None:
+            with watch.stage("preprocess"):
+                arrays = prepare_sample(sample, self.cfg, targets=False)
+        batch = collate([arrays], self.cfg, watch, skip=skip)
         with watch.stage("to_device"):
             batch = batch.to(self.device)
-        out = self.model(batch, watch)
+        bevs = dict(reuse)
+        bevs.update(self.model.branch_maps(batch, todo, watch))
+        out = self.model.fuse_and_heads(bevs, batch, watch)
         with watch.stage("decode"):
             dets = decode_detections(
                 out.heatmap, out.reg, self.cfg, self.model.has_input(batch.presence)
@@ -76,10 +109,11 @@ class Pipeline:
             )
         timings = dict(watch.ms)
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(
+        result = FrameResult(
             token=sample.token,
             detections=dets,
             plan=PlanOutput(waypoints, self.cfg.planning.dt_s),
             control=control,
             timings_ms=timings,
         )
+        return result, bevs

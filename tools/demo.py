@@ -7,11 +7,12 @@
    ``outputs/overlay_<CAM>.jpg``.
 2. A synthetic drive set in the nuScenes format (generated once into ``data/sim-mini``,
    10 scenes, v1.0-mini) and its contact sheet -> ``outputs/sim_contact_sheet.png``.
-3. Every shipped checkpoint (``perception/checkpoints/<variant>``) run over the ``mini_val``
-   scenes, clean and with each sensor removed; nuScenes detection metrics (equal to the
-   official devkit), open-loop planning L2 / collision, AEB, per-stage latency ->
-   ``outputs/demo/<variant>/`` (results.json, metrics_summary.json, summary.md, plots/),
-   ``outputs/demo/summary.md`` and ``outputs/demo/summary.json``.
+3. The fusion benchmark's ``--quick`` run (``eval.benchmark``): every shipped checkpoint
+   (``perception/checkpoints/<variant>``) over the ``mini_val`` scenes, clean and under every
+   sensor corruption of ``eval.corruptions`` at its mid severity; nuScenes detection metrics
+   (equal to the official devkit), open-loop planning L2 / collision, mRR / mCE, latency,
+   memory -> ``outputs/demo/benchmark/`` (benchmark.md, benchmark.json, heatmap.png,
+   accuracy_latency.png, cells/), ``outputs/demo/summary.md`` and ``outputs/demo/summary.json``.
 4. A visual record of one validation sample: predicted boxes of the best variant on the six
    cameras and in bird's-eye view -> ``outputs/demo/detections_cameras.jpg``,
    ``outputs/demo/detections_bev.png``.
@@ -23,7 +24,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -32,22 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calibration.sample import SyncedSample  # noqa: E402
-from eval.detection import evaluate_detections, write_metrics  # noqa: E402
-from eval.detection.report import markdown_summary, plot_curves  # noqa: E402
 from eval.runner import ModelRun, run_model  # noqa: E402
-from perception.config import FUSION_VARIANTS  # noqa: E402
 from sensors.datasets.frame_json import load_frame_json  # noqa: E402
-from sensors.types import CAMERA_CHANNELS  # noqa: E402
 from sensors.visualize import lidar_overlays  # noqa: E402
 
-BASELINE_VARIANTS = ("lidar_only", "camera_only", "lidar_ultrasonic")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FRAME = REPO / "../shared/data/nuscenes-frame"
 CHECKPOINTS = REPO / "perception/checkpoints"
-# Baselines first, then the fused variants, so the table reads bottom-up.
-VARIANT_ORDER = tuple(sorted(FUSION_VARIANTS, key=lambda v: v not in BASELINE_VARIANTS))
-# Sensor faults applied to every variant: the sample with that modality removed.
-FAULTS = ("clean", "no_camera", "no_lidar")
 
 
 def write_overlays(frame_dir: Path, out_dir: Path, with_boxes: bool = True) -> list[Path]:
@@ -82,31 +73,6 @@ def ensure_dataset(dataroot: Path, version: str, scenes: int, duration_s: float)
         f"  wrote {dataroot} ({scenes} scenes x {duration_s:.0f} s) in "
         f"{time.perf_counter() - t0:.0f} s"
     )
-
-
-def apply_fault(sample: SyncedSample, fault: str) -> SyncedSample:
-    """The sample with one modality removed (what a dead sensor looks like downstream)."""
-    match fault:
-        case "clean":
-            return sample
-        case "no_camera":
-            return replace(sample, cameras=(None,) * len(CAMERA_CHANNELS))
-        case "no_lidar":
-            return replace(sample, lidar=None)
-        case "no_ultrasonic":
-            return replace(sample, ultrasonic=None)
-    raise ValueError(f"unknown fault {fault!r}")
-
-
-def shipped_variants(requested: list[str] | None) -> list[str]:
-    """Variants with a trained checkpoint, in display order (or those requested)."""
-    have = {p.name for p in CHECKPOINTS.iterdir() if (p / "model.pt").is_file()}
-    if requested:
-        missing = [v for v in requested if v not in have]
-        if missing:
-            raise SystemExit(f"demo: no checkpoint for {missing} in {CHECKPOINTS}")
-        return requested
-    return [v for v in VARIANT_ORDER if v in have] + sorted(have - set(VARIANT_ORDER))
 
 
 def bev_figure(sample: SyncedSample, run: ModelRun, path: Path, title: str) -> None:
@@ -176,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=10, help="scenes to generate (mini: 10)")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per generated scene")
     ap.add_argument("--variants", nargs="*", help="checkpoints to run (default: all shipped)")
-    ap.add_argument("--faults", nargs="*", default=list(FAULTS), choices=[*FAULTS, "no_ultrasonic"])
     ap.add_argument("--max-samples", type=int, default=0, help="only the first N val samples")
     ap.add_argument("--out", type=Path, default=REPO / "outputs")
     args = ap.parse_args(argv)
@@ -199,112 +164,71 @@ def main(argv: list[str] | None = None) -> int:
     sheet = contact_sheet(args.dataroot, args.version, out / "sim_contact_sheet.png")
     print(f"  wrote {sheet}")
 
-    from nuscenes import NuScenes
-
+    from eval.benchmark import (
+        BenchmarkSpec,
+        corruption_table,
+        quick_severities,
+        run_benchmark,
+        shipped_checkpoints,
+        summary_table,
+        table_rows,
+    )
     from sensors.datasets.nuscenes import NuScenesDataset
 
-    variants = shipped_variants(args.variants)
-    print(f"[3/4] {len(variants)} shipped checkpoints on {args.split}, faults {args.faults}")
-    ds = NuScenesDataset(args.dataroot, args.version)
-    nusc: NuScenes = ds.nusc
-    split_tokens = ds.split_sample_tokens(args.split)
-    tokens = split_tokens[: args.max_samples] if args.max_samples else split_tokens
-    if len(tokens) < len(split_tokens):
-        print(
-            f"  note: only {len(tokens)} of {len(split_tokens)} samples run; the rest count "
-            "as empty, so these metrics are not comparable to a full run"
-        )
-    # Decode at the reduction the checkpoints were trained with (eval.runner does the same
-    # when it loads samples itself); the visual record reloads its sample at full size.
-    from eval.runner import decode_like_training
-    from perception.checkpoint import load_config
-
-    cam_cfgs = [c for c in (load_config(CHECKPOINTS / v) for v in variants) if c.uses("camera")]
-    if cam_cfgs:
-        decode_like_training(ds, cam_cfgs[0])
-    samples = {}
-    for tok in tokens:
-        try:
-            samples[tok] = ds.load_sample(tok)
-        except Exception as exc:  # a bad frame is recorded; the demo goes on without it
-            print(f"  sample {tok}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    rows, runs = [], {}
-    for variant in variants:
-        for fault in args.faults:
-            faulty = {t: apply_fault(s, fault) for t, s in samples.items()}
-            run = run_model(CHECKPOINTS / variant, ds, tokens, faulty, progress=False)
-            for tok in split_tokens[len(tokens) :]:  # the evaluation needs the whole split
-                run.add_empty(tok, ds.global_SE3_ego(tok))
-            name = f"{variant}/{fault}"
-            vdir = demo_dir / variant / fault
-            vdir.mkdir(parents=True, exist_ok=True)
-            results = run.write_results(vdir / "results.json")
-            summary = evaluate_detections(nusc, results, args.split)
-            write_metrics(summary, vdir)
-            (vdir / "summary.md").write_text(
-                markdown_summary(summary, title=f"{name} on {args.split}")
-            )
-            if fault == "clean":
-                plot_curves(summary, vdir / "plots")
-                runs[variant] = (run, summary)
-            report = run.report(nusc)
-            plan, nan = report.get("planning", {}), float("nan")
-            row = {
-                "variant": variant,
-                "fault": fault,
-                "mAP": summary.mean_ap,
-                "NDS": summary.nd_score,
-                "L2_3s_m": plan.get("L2_at_3s_m", nan),
-                "collision_3s": plan.get("collision_any_3s", nan),
-                "aeb_recall": report["aeb"]["recall"],
-                "aeb_precision": report["aeb"]["precision"],
-                "latency_ms": run.median_latency_ms(),
-                "failures": len(run.failures),
-            }
-            (vdir / "planning_control.json").write_text(json.dumps(report, indent=2))
-            rows.append(row)
-            print(
-                f"  {name:32s} mAP {row['mAP']:.3f}  NDS {row['NDS']:.3f}  "
-                f"L2@3s {row['L2_3s_m']:.2f} m  {row['latency_ms']:.0f} ms/frame"
-            )
+    spec = BenchmarkSpec(
+        checkpoints=shipped_checkpoints(CHECKPOINTS, args.variants),
+        dataroot=str(args.dataroot), version=args.version, split=args.split,
+        severities=quick_severities(), max_samples=args.max_samples or None,
+    )
+    print(f"[3/4] fusion benchmark --quick: {len(spec.variants)} shipped checkpoints on "
+          f"{args.split}, clean + {len(spec.groups())} corruptions at severity "
+          f"{spec.severities[0]}")
+    if args.max_samples:
+        print(f"  note: only the first {args.max_samples} samples run; the rest count as empty, "
+              "so these metrics are not comparable to a full run")
+    bench = run_benchmark(spec, demo_dir / "benchmark", log=lambda line: print(line, flush=True))
+    summary = summary_table(bench)
+    print(summary)
+    print(corruption_table(bench))
 
     print("[4/4] visual record of one validation sample")
-    if runs:
-        best = max(runs, key=lambda v: runs[v][1].nd_score)
-        run, summary = runs[best]
+    rows = [r for r in table_rows(bench) if r["clean_NDS"] is not None]
+    if rows:
+        best = max(rows, key=lambda r: r["clean_NDS"])
+        ds = NuScenesDataset(args.dataroot, args.version)
+        split_tokens = ds.split_sample_tokens(args.split)
+        tokens = split_tokens[: args.max_samples] if args.max_samples else split_tokens
         # The sample with most annotated boxes shows the most.
-        tok = max(samples, key=lambda t: len(samples[t].boxes or ()))
+        tok = max(tokens, key=lambda t: len(ds.nusc.get("sample", t)["anns"]))
+        run = run_model(CHECKPOINTS / best["variant"], ds, [tok], progress=False)
+        sample = ds.load_sample(tok)  # at the model's decode reduction (run_model set it)
         ds.set_image_reduction(1)
         full = ds.load_sample(tok)
         camera_sheet(full, run, demo_dir / "detections_cameras.jpg")
         bev_figure(
-            samples[tok],
+            sample,
             run,
             demo_dir / "detections_bev.png",
-            f"{best}: NDS {summary.nd_score:.3f} on {args.split}",
+            f"{best['variant']}: NDS {best['clean_NDS']:.3f} on {args.split}",
         )
         print(f"  wrote {demo_dir / 'detections_cameras.jpg'}, {demo_dir / 'detections_bev.png'}")
 
     md = [
         "# drivefuse demo",
         "",
-        f"Data: {args.dataroot} ({args.version}, {args.split}, "
-        f"{len(samples)} samples). Metrics: nuScenes detection (devkit-identical), "
-        "open-loop planning, AEB. Latency: median end-to-end ms per frame on this machine.",
+        f"Data: {args.dataroot} ({args.version}, {args.split}). The fusion benchmark's "
+        "`--quick` run: every shipped variant clean and under every corruption at severity "
+        f"{spec.severities[0]}. Metrics: nuScenes detection (devkit-identical), open-loop "
+        "planning, mRR / mCE (Robo3D, on NDS). Latency: median ms per frame on this machine.",
         "",
-        "| variant | sensors | mAP | NDS | L2@3s (m) | collision@3s | AEB recall | "
-        "ms/frame | failed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        summary,
+        "",
+        "NDS per corruption:",
+        "",
+        corruption_table(bench),
     ]
-    for r in rows:
-        md.append(
-            f"| {r['variant']} | {r['fault']} | {r['mAP']:.3f} | {r['NDS']:.3f} | "
-            f"{r['L2_3s_m']:.2f} | {r['collision_3s']:.3f} | {r['aeb_recall']:.2f} | "
-            f"{r['latency_ms']:.0f} | {r['failures']} |"
-        )
     (demo_dir / "summary.md").write_text("\n".join(md) + "\n")
-    (demo_dir / "summary.json").write_text(json.dumps(rows, indent=2))
-    print("\n".join(md[4:]))
+    (demo_dir / "summary.json").write_text(json.dumps(table_rows(bench), indent=2))
     print(f"wrote {demo_dir / 'summary.md'} ({time.perf_counter() - t_start:.0f} s in all)")
     return 0
 

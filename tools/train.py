@@ -15,12 +15,8 @@ Evaluate (nuScenes detection metrics by the official devkit, plus planning L2):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -81,68 +77,14 @@ def default_split(version: str, evaluate: bool) -> str:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    import torch
-    from nuscenes.eval.common.config import config_factory
-    from nuscenes.eval.detection.evaluate import DetectionEval
-
-    from eval.detection import ResultsMeta, write_results
-    from perception.checkpoint import load_checkpoint
-    from perception.sample_arrays import SampleArrays
-    from perception.train import cache_split, predict_files
+    """Score checkpoints through ``eval.runner`` (the loop every score goes through)."""
+    from eval.runner import evaluate_checkpoints
 
     split = args.split or default_split(args.version, True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report = {}
-    nusc = None
-    for ckpt in args.evaluate:
-        model, cfg = load_checkpoint(ckpt)
-        files = cache_split(args.dataroot, args.version, split, cfg, args.cache_dir)
-        dets, poses = predict_files(model, cfg, files, drop=tuple(args.drop),
-                                    device=args.device or "cpu")
-        # Planning: L2 at 1, 2, 3 s over samples whose future is known.
-        l2 = {1: [], 2: [], 3: []}
-        model_inputs = [SampleArrays.load(f) for f in files]
-        from perception.batch import collate
-
-        with torch.inference_mode():
-            for i in range(0, len(model_inputs), 8):
-                chunk = [a.without(tuple(args.drop)) for a in model_inputs[i : i + 8]]
-                wp = model(collate(chunk, cfg)).waypoints.numpy()
-                for a, w in zip(chunk, wp):
-                    for sec in (1, 2, 3):
-                        j = 2 * sec - 1
-                        if a.plan_mask[j] > 0:
-                            l2[sec].append(float(np.linalg.norm(w[j] - a.plan_target[j])))
-        uses = set(cfg.fusion.modalities) - set(args.drop)
-        meta = ResultsMeta(use_camera="camera" in uses, use_lidar="lidar" in uses)
-        with tempfile.TemporaryDirectory() as tmp:
-            res_path = Path(tmp) / "results.json"
-            write_results(dets, poses, meta, path=res_path)
-            if nusc is None:
-                from nuscenes import NuScenes
-
-                nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
-            de = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(res_path),
-                               split, str(Path(tmp) / "eval"), verbose=False)
-            summary = de.main(plot_examples=0, render_curves=False)
-        rec = {
-            "variant": cfg.variant,
-            "config": cfg.name,
-            "mAP": summary["mean_ap"],
-            "NDS": summary["nd_score"],
-            "tp_errors": summary["tp_errors"],
-            "per_class_AP": {k: v for k, v in summary["mean_dist_aps"].items()},
-            "plan_L2_m": {f"{s}s": float(np.mean(v)) if v else None for s, v in l2.items()},
-            "num_samples": len(files),
-            "dropped": list(args.drop),
-        }
-        report[str(ckpt)] = rec
-        print(f"{Path(ckpt).name:22s} mAP {rec['mAP']:.4f}  NDS {rec['NDS']:.4f}  "
-              f"L2@3s {rec['plan_L2_m']['3s']}", flush=True)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2))
-    return report
+    return evaluate_checkpoints(
+        args.evaluate, args.dataroot, args.version, split, drop=tuple(args.drop),
+        device=args.device, threads=args.threads, json_out=args.json_out,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

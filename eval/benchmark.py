@@ -1,0 +1,699 @@
+"""Fusion benchmark: every variant, clean and under every corruption, one table.
+
+A *cell* is (variant, corruption, severity); ``clean`` is severity 0. Per cell: nuScenes
+detection metrics (``eval.detection``, devkit-identical: mAP, NDS, the five TP errors) and
+open-loop planning (L2 at 1/2/3 s, collision rate up to 3 s, ``eval.planning``), all through
+``eval.runner``. Per variant: mRR and mCE (Robo3D's definitions, on NDS, against the
+``baseline`` variant), parameters, median latency and peak memory.
+
+Cost. Samples are loaded once. Each sample is corrupted once per (corruption, severity) and
+that one corrupted sample is run through every variant; preprocessing is shared by variants
+with the same input config. The clean pass keeps every variant's branch BEV maps, so a
+corruption recomputes only the branches that read the modality it touches
+(``FusionModel.map_inputs``; ``serial``'s LiDAR map also reads the cameras); a variant that
+reads none of it gets the clean cell's result without running (its input is unchanged). The
+shared path equals the full model exactly; ``verify_samples`` runs the full model too on the
+first samples of every group, asserts equal outputs, and times both for the speed-up.
+
+Resumable. Every finished cell is written at once (temporary file + ``os.replace``) under
+``<out>/cells/``; a restarted run (even after SIGKILL) reads them and computes only the
+missing cells. ``<out>/run.json`` fingerprints the settings; a mismatch refuses to mix runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eval.corruptions import (
+    CORRUPTION_NAMES,
+    MID_SEVERITY,
+    corrupt,
+    get_corruption,
+    sample_context,
+)
+from eval.runner import (
+    LoadedSamples,
+    ModelRun,
+    detection_and_planning,
+    infer_sample,
+    load_samples,
+    training_image_reduction,
+)
+
+CLEAN = "clean"
+DEFAULT_BASELINE = "lidar_only"
+BASELINE_VARIANTS = ("lidar_only", "camera_only", "lidar_ultrasonic")
+CELL_METRICS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "L2_3s_m", "collision_3s")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """What one benchmark run measures.
+
+    Attributes:
+        checkpoints: variant name -> checkpoint folder, in display order.
+        dataroot / version / split: the nuScenes-format data and the split scored.
+        corruptions: corruption names (``eval.corruptions``).
+        severities: severities per corruption (a single-level fault is scored at 1 only);
+            ``(3,)`` for ``--quick``.
+        seed: corruption seed.
+        baseline: variant mCE is measured against.
+        max_samples: only the first N samples of the split (others count as empty; then
+            the numbers are not comparable to a full run).
+        verify_samples: samples per (corruption, severity) also run through the whole
+            model, checked equal to the shared-branch result and timed (0 = none).
+        device: torch device (None = CUDA when present).
+        memory: measure each variant's peak memory in a child process.
+
+    """
+
+    checkpoints: tuple[tuple[str, str], ...]
+    dataroot: str
+    version: str
+    split: str
+    corruptions: tuple[str, ...] = CORRUPTION_NAMES
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    seed: int = 0
+    baseline: str = DEFAULT_BASELINE
+    max_samples: int | None = None
+    verify_samples: int = 2
+    device: str | None = None
+    memory: bool = True
+
+    def __post_init__(self) -> None:
+        for c in self.corruptions:
+            get_corruption(c)  # unknown names fail here, naming the known ones
+        bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
+        if bad:
+            raise ValueError(f"severities must be 1..5, got {bad}")
+        if not self.checkpoints:
+            raise ValueError("no variants to benchmark")
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Variant names in display order."""
+        return tuple(v for v, _ in self.checkpoints)
+
+    def groups(self) -> list[tuple[str, int]]:
+        """Every (corruption, severity) scored, in run order."""
+        out = []
+        for c in self.corruptions:
+            sev = get_corruption(c).severities
+            out += [(c, s) for s in (sev if len(sev) == 1 else self.severities)]
+        return out
+
+    def fingerprint(self) -> dict:
+        """What the cached cells depend on (checkpoint weights by digest)."""
+        digests = {}
+        for v, path in self.checkpoints:
+            h = hashlib.sha1()
+            for name in ("model.pt", "config.json"):
+                f = Path(path) / name
+                if f.is_file():
+                    h.update(f.read_bytes())
+            digests[v] = h.hexdigest()[:16]
+        return {
+            "dataroot": str(Path(self.dataroot).resolve()),
+            "version": self.version,
+            "split": self.split,
+            "seed": self.seed,
+            "max_samples": self.max_samples,
+            "checkpoints": digests,
+            "format": 1,
+        }
+
+
+def shipped_checkpoints(root: str | Path, variants: Sequence[str] | None = None
+                        ) -> tuple[tuple[str, str], ...]:
+    """``(variant, folder)`` of every checkpoint under ``root`` (baselines first, then the
+    fused variants in ``FUSION_VARIANTS`` order), or of the ``variants`` named.
+    """
+    from perception.config import FUSION_VARIANTS
+
+    root = Path(root)
+    have = set()
+    if root.is_dir():
+        have = {p.name for p in root.iterdir() if (p / "model.pt").is_file()}
+    if variants:
+        missing = [v for v in variants if v not in have]
+        if missing:
+            raise ValueError(f"{root}: no checkpoint for {missing} (have {sorted(have)})")
+        order = list(variants)
+    else:
+        known = [v for v in FUSION_VARIANTS if v in BASELINE_VARIANTS]
+        known += [v for v in FUSION_VARIANTS if v not in BASELINE_VARIANTS]
+        order = [v for v in known if v in have] + sorted(have - set(known))
+    if not order:
+        raise ValueError(f"{root}: no checkpoint folders (with model.pt) found")
+    return tuple((v, str(root / v)) for v in order)
+
+
+def quick_severities() -> tuple[int, ...]:
+    """``--quick``: one mid severity per corruption."""
+    return (MID_SEVERITY,)
+
+
+def cell_name(corruption: str, severity: int) -> str:
+    """File stem of a cell: ``clean`` or ``<corruption>_s<severity>``."""
+    return CLEAN if corruption == CLEAN else f"{corruption}_s{severity}"
+
+
+@dataclass
+class CellCache:
+    """Finished cells on disk: ``<root>/cells/<variant>/<cell>.json``, written atomically."""
+
+    root: Path
+
+    def path(self, variant: str, corruption: str, severity: int) -> Path:
+        """Where a cell lives."""
+        return self.root / "cells" / variant / f"{cell_name(corruption, severity)}.json"
+
+    def get(self, variant: str, corruption: str, severity: int) -> dict | None:
+        """The cell's record, or None when not finished."""
+        p = self.path(variant, corruption, severity)
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError as exc:  # cannot happen with atomic writes; say so if it does
+            raise ValueError(f"{p}: corrupt cell file ({exc}); delete it to recompute") from None
+
+    def put(self, variant: str, corruption: str, severity: int, record: dict) -> None:
+        """Write a cell: temporary file in the same folder, then ``os.replace``."""
+        atomic_write_json(self.path(variant, corruption, severity), record)
+
+    def check_fingerprint(self, fingerprint: dict) -> None:
+        """Record the run's settings, or refuse a folder made with other settings."""
+        f = self.root / "run.json"
+        if f.is_file():
+            old = json.loads(f.read_text())
+            if old != fingerprint:
+                keys = set(old) | set(fingerprint)
+                diff = sorted(k for k in keys if old.get(k) != fingerprint.get(k))
+                raise ValueError(
+                    f"{f}: this folder holds cells of a different run (differs in {diff}); "
+                    "use another --out or delete it"
+                )
+            return
+        atomic_write_json(f, fingerprint)
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    """Write JSON so that a reader (or a restart after a kill) sees all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+@dataclass
+class Timing:
+    """Per-cell cost of the shared-branch path and of the full model (verified samples)."""
+
+    shared_ms: list[float] = field(default_factory=list)
+    full_ms: list[float] = field(default_factory=list)
+
+    def speedup(self) -> float:
+        """Full-model time over shared-branch time on the same samples (NaN if unmeasured)."""
+        if not self.full_ms or not self.shared_ms:
+            return float("nan")
+        return float(np.sum(self.full_ms) / max(np.sum(self.shared_ms), 1e-9))
+
+
+@dataclass
+class BenchmarkResult:
+    """All cells and per-variant facts of a run (what ``benchmark.json`` holds)."""
+
+    spec: BenchmarkSpec
+    cells: dict[str, dict[str, dict]]  # variant -> cell name -> record
+    variants: dict[str, dict]  # variant -> parameters, latency, memory, mRR, mCE
+    wall_s: float = 0.0
+    computed_cells: int = 0
+    speedup: dict[str, float] = field(default_factory=dict)  # cell name -> overall speed-up
+
+    def to_json(self) -> dict:
+        """JSON-able dict."""
+        return {
+            "spec": asdict(self.spec),
+            "variants": self.variants,
+            "cells": self.cells,
+            "wall_s": self.wall_s,
+            "computed_cells": self.computed_cells,
+            "speedup_shared_vs_full": self.speedup,
+        }
+
+
+# ---------------------------------------------------------------------------- robustness
+def robustness(
+    cells: dict[str, dict[str, dict]], spec: BenchmarkSpec, metric: str = "NDS"
+) -> dict[str, dict[str, float]]:
+    """Per variant: ``RR_<c>`` and ``CE_<c>`` per corruption, their means ``mRR`` and ``mCE``.
+
+    Robo3D: RR_c = mean over severities of metric_{c,s} / clean metric; mRR = mean over
+    corruptions. CE_c = sum_s (1 - metric_{c,s}) / sum_s (1 - baseline metric_{c,s}); mCE =
+    mean over corruptions. A corruption with a missing cell is left out of the means.
+    """
+    out: dict[str, dict[str, float]] = {}
+    base = cells.get(spec.baseline, {})
+    for v in spec.variants:
+        vc = cells.get(v, {})
+        clean = vc.get(CLEAN, {}).get(metric)
+        rr, ce = {}, {}
+        for c in spec.corruptions:
+            names = [cell_name(c, s) for s in _severities_of(spec, c)]
+            vals = [vc.get(n, {}).get(metric) for n in names]
+            if any(x is None for x in vals):
+                continue
+            if clean:
+                rr[c] = float(np.mean(vals) / clean)
+            bvals = [base.get(n, {}).get(metric) for n in names]
+            if all(x is not None for x in bvals):
+                denom = float(np.sum([1 - x for x in bvals]))
+                if denom > 0:
+                    ce[c] = float(np.sum([1 - x for x in vals]) / denom)
+        rec = {f"RR_{c}": x for c, x in rr.items()} | {f"CE_{c}": x for c, x in ce.items()}
+        rec["mRR"] = float(np.mean(list(rr.values()))) if rr else float("nan")
+        rec["mCE"] = float(np.mean(list(ce.values()))) if ce else float("nan")
+        out[v] = rec
+    return out
+
+
+def _severities_of(spec: BenchmarkSpec, corruption: str) -> tuple[int, ...]:
+    sev = get_corruption(corruption).severities
+    return sev if len(sev) == 1 else spec.severities
+
+
+# ----------------------------------------------------------------------------- the run
+def run_benchmark(
+    spec: BenchmarkSpec,
+    out_dir: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    """Run (or resume) the benchmark; writes cells, ``benchmark.json``/``.md`` and the plots.
+
+    Args:
+        spec: what to measure.
+        out_dir: output folder (cells cache, reports, plots).
+        progress: tqdm bar on stderr (samples done, cells done, time left).
+        log: where to print one line per finished (corruption, severity) group.
+
+    Returns:
+        Every cell (cached or computed now) and the per-variant summary.
+
+    """
+    import torch
+    from tqdm import tqdm
+
+    from perception.pipeline import Pipeline
+    from perception.prepare import prepare_sample
+    from sensors.datasets.nuscenes import NuScenesDataset
+
+    t_start = time.perf_counter()
+    log = log or (lambda s: print(s, file=sys.stderr))
+    out = Path(out_dir)
+    cache = CellCache(out)
+    cache.check_fingerprint(spec.fingerprint())
+    variants = spec.variants
+    groups = spec.groups()
+    todo = {
+        g: [v for v in variants if cache.get(v, *g) is None] for g in [(CLEAN, 0), *groups]
+    }
+    n_todo = sum(len(v) for v in todo.values())
+    computed = 0
+    speedups: dict[str, float] = {}
+    variant_facts: dict[str, dict] = {}
+    facts_dir = out / "variants"
+
+    ds = NuScenesDataset(spec.dataroot, spec.version)
+    split_tokens = ds.split_sample_tokens(spec.split)
+    if not split_tokens:
+        raise ValueError(f"{spec.dataroot}: split {spec.split!r} has no samples in {spec.version}")
+    tokens = split_tokens[: spec.max_samples] if spec.max_samples else split_tokens
+    pipes: dict[str, Pipeline] = {}
+    for v, path in spec.checkpoints:
+        pipes[v] = Pipeline.from_checkpoint(path, device=spec.device)
+    need_facts = [v for v in variants if not (facts_dir / f"{v}.json").is_file()]
+    if n_todo or need_facts:
+        torch.set_grad_enabled(False)
+        # Samples are read once per camera decode reduction (one for every tiny-preset model).
+        reduction = {v: training_image_reduction(ds, p.cfg) for v, p in pipes.items()}
+        loaded: dict[int, LoadedSamples] = {}
+        for r in sorted(set(reduction.values())):
+            loaded[r] = load_samples(ds, tokens, r, progress=progress)
+        contexts = {t: sample_context(ds, t) for t in tokens}
+        prep_key = {v: repr((p.cfg.camera.image_hw, p.cfg.grid)) for v, p in pipes.items()}
+        maps_needed = [v for v in variants if any(v in todo[g] for g in groups)]
+
+        # Clean pass: every variant on every clean sample; keeps branch maps for reuse.
+        clean_maps: dict[str, dict[str, dict]] = {v: {} for v in variants}
+        clean_runs = {v: ModelRun.for_pipeline(p) for v, p in pipes.items()}
+        run_clean = [v for v in variants if v in todo[(CLEAN, 0)] or v in maps_needed
+                     or v in need_facts]
+        total_steps = len(tokens) * (1 + len(groups))
+        bar = tqdm(total=total_steps, desc="benchmark", unit="sample", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        for tok in tokens:
+            for v in run_clean:
+                pipe, run = pipes[v], clean_runs[v]
+                run.add_empty(tok, loaded[reduction[v]].poses[tok])
+                sample = loaded[reduction[v]].samples.get(tok)
+                if sample is None:
+                    run.failures.append({"sample_token": tok, "error": "did not load"})
+                    continue
+                maps = infer_sample(pipe, run, sample)
+                if maps is not None and v in maps_needed:
+                    clean_maps[v][tok] = maps
+            bar.update(1)
+        for v in variants:
+            if v in todo[(CLEAN, 0)]:
+                rec = _score(clean_runs[v], ds, spec.split, split_tokens, CLEAN, 0)
+                cache.put(v, CLEAN, 0, rec)
+                computed += 1
+        for v in need_facts:
+            facts = {
+                "parameters": int(sum(p.numel() for p in pipes[v].model.parameters())),
+                "median_latency_ms": clean_runs[v].median_latency_ms(),
+                "stage_latency_ms": clean_runs[v].stage_latency_ms(),
+                "peak_memory_mb": (
+                    peak_memory_mb(dict(spec.checkpoints)[v], spec, tokens[0])
+                    if spec.memory else float("nan")
+                ),
+            }
+            atomic_write_json(facts_dir / f"{v}.json", facts)
+        bar.set_postfix(cells=f"{computed}/{n_todo}")
+
+        for corruption, severity in groups:
+            g = (corruption, severity)
+            remaining = todo[g]
+            if not remaining:
+                bar.update(len(tokens))
+                continue
+            touched = get_corruption(corruption).modality
+            # Variants that never read the touched modality: their input is unchanged.
+            unaffected = [v for v in remaining if not pipes[v].cfg.uses(touched)]
+            active = [v for v in remaining if v not in unaffected]
+            runs = {v: ModelRun.for_pipeline(pipes[v]) for v in active}
+            timing = {v: Timing() for v in active}
+            for i, tok in enumerate(tokens):
+                arrays_by_key: dict[tuple[int, str], object] = {}
+                corrupted_by_r: dict[int, object] = {}
+                corrupt_ms: dict[int, float] = {}
+                prep_ms: dict[tuple[int, str], float] = {}
+                for v in active:
+                    r = reduction[v]
+                    run = runs[v]
+                    run.add_empty(tok, loaded[r].poses[tok])
+                    clean = loaded[r].samples.get(tok)
+                    if clean is None or tok not in clean_maps[v]:
+                        run.failures.append({"sample_token": tok, "error": "clean run failed"})
+                        continue
+                    t0 = time.perf_counter()
+                    try:
+                        if r not in corrupted_by_r:
+                            corrupted_by_r[r] = corrupt(clean, corruption, severity, spec.seed,
+                                                        contexts[tok])
+                            corrupt_ms[r] = (time.perf_counter() - t0) * 1e3
+                        sample = corrupted_by_r[r]
+                        key = (r, prep_key[v])
+                        t1 = time.perf_counter()
+                        if key not in arrays_by_key:
+                            arrays_by_key[key] = prepare_sample(sample, pipes[v].cfg, targets=False)
+                            prep_ms[key] = (time.perf_counter() - t1) * 1e3
+                    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                        run.fail(tok, exc)
+                        continue
+                    inputs = pipes[v].model.map_inputs()
+                    reuse = {m: x for m, x in clean_maps[v][tok].items()
+                             if touched not in inputs[m]}
+                    t2 = time.perf_counter()
+                    infer_sample(pipes[v], run, sample, arrays_by_key[key], reuse)
+                    infer_ms = (time.perf_counter() - t2) * 1e3
+                    if i < spec.verify_samples:
+                        # The corruption and the preprocessing are shared by the variants.
+                        share = (corrupt_ms.get(r, 0.0) + prep_ms.get(key, 0.0)) / len(active)
+                        timing[v].shared_ms.append(share + infer_ms)
+                        timing[v].full_ms.append(
+                            _verify_full(pipes[v], clean, sample, run, corruption, severity,
+                                         spec.seed, contexts[tok])
+                        )
+                bar.update(1)
+            unaffected_full_ms = 0.0
+            for tok in tokens[: spec.verify_samples]:
+                for v in unaffected:
+                    clean = loaded[reduction[v]].samples.get(tok)
+                    if clean is not None and tok in clean_runs[v].plans:
+                        unaffected_full_ms += _verify_full(
+                            pipes[v], clean, clean, clean_runs[v], corruption, severity,
+                            spec.seed, contexts[tok])
+            for v in unaffected:
+                rec = dict(cache.get(v, CLEAN, 0) or {})
+                rec.update(corruption=corruption, severity=severity, reused_clean=True,
+                           reason=f"{v} does not read the {touched}")
+                cache.put(v, corruption, severity, rec)
+                computed += 1
+            for v in active:
+                rec = _score(runs[v], ds, spec.split, split_tokens, corruption, severity)
+                rec["speedup_shared_vs_full"] = timing[v].speedup()
+                rec["shared_ms_per_sample"] = _mean(timing[v].shared_ms)
+                rec["full_ms_per_sample"] = _mean(timing[v].full_ms)
+                cache.put(v, corruption, severity, rec)
+                computed += 1
+            all_shared = sum(sum(t.shared_ms) for t in timing.values())
+            # Unaffected variants cost nothing on the shared path (their clean result stands).
+            all_full = sum(sum(t.full_ms) for t in timing.values()) + unaffected_full_ms
+            sp = all_full / all_shared if all_shared > 0 and all_full > 0 else float("nan")
+            speedups[cell_name(*g)] = sp
+            bar.set_postfix(cells=f"{computed}/{n_todo}")
+            log(f"  {cell_name(*g):28s} {len(active)} variants run, {len(unaffected)} unaffected; "
+                f"shared-branch speed-up over the full model {sp:.1f}x")
+        bar.close()
+
+    cells: dict[str, dict[str, dict]] = {}
+    for v in variants:
+        cells[v] = {}
+        for g in [(CLEAN, 0), *groups]:
+            rec = cache.get(v, *g)
+            if rec is not None:
+                cells[v][cell_name(*g)] = rec
+        variant_facts[v] = json.loads((facts_dir / f"{v}.json").read_text())
+    rob = robustness(cells, spec)
+    for v in variants:
+        variant_facts[v].update(rob[v])
+    if not speedups:  # everything came from the cache: report what the cells recorded
+        for g in groups:
+            vals = [cells[v].get(cell_name(*g), {}).get("speedup_shared_vs_full") for v in variants]
+            vals = [x for x in vals if x is not None and np.isfinite(x)]
+            if vals:
+                speedups[cell_name(*g)] = float(np.median(vals))
+    result = BenchmarkResult(spec, cells, variant_facts, time.perf_counter() - t_start, computed,
+                             speedups)
+    write_reports(result, out)
+    return result
+
+
+def _mean(x: Sequence[float]) -> float:
+    return float(np.mean(x)) if len(x) else float("nan")
+
+
+def _verify_full(
+    pipe, clean, shared_sample, run: ModelRun, corruption: str, severity: int, seed: int, ctx,  # noqa: ANN001
+) -> float:
+    """Corrupt and run the whole model as a standalone evaluation would; assert that the
+    shared-branch result recorded in ``run`` is identical; return the full path's ms.
+    """
+    t0 = time.perf_counter()
+    sample = corrupt(clean, corruption, severity, seed, ctx)
+    res = pipe.run(sample)
+    ms = (time.perf_counter() - t0) * 1e3
+    tok = sample.token
+    if tok in run.plans:
+        got = run.detections[tok]
+        same = (
+            len(got) == len(res.detections)
+            and np.array_equal(got.center_m, res.detections.center_m)
+            and np.array_equal(got.scores, res.detections.scores)
+            and np.array_equal(run.plans[tok], np.asarray(res.plan.waypoints_xy_ego_m, np.float64))
+        )
+        if not same:
+            raise AssertionError(
+                f"shared-branch result differs from the full model for {tok} under "
+                f"{corruption} s{severity} ({pipe.cfg.name}): a reused branch read the "
+                "corrupted modality"
+            )
+    return ms
+
+
+def _score(
+    run: ModelRun, ds, split: str, split_tokens: Sequence[str], corruption: str, severity: int,  # noqa: ANN001
+) -> dict:
+    for tok in split_tokens:  # the evaluation needs the whole split
+        if tok not in run.detections:
+            run.add_empty(tok, ds.global_SE3_ego(tok))
+    rec = detection_and_planning(run, ds.nusc, split)
+    rec.update(corruption=corruption, severity=severity,
+               failed_samples=[f["sample_token"] for f in run.failures][:20])
+    return rec
+
+
+def peak_memory_mb(checkpoint: str, spec: BenchmarkSpec, token: str) -> float:
+    """Peak resident memory (MB) of a fresh process that loads ``checkpoint`` and runs it on
+    one sample, minus that process's peak after the imports (so: the model's own cost).
+    """
+    import subprocess
+
+    code = (
+        "import json, resource, sys; sys.path.insert(0, sys.argv[5]);"
+        "import torch; torch.set_num_threads(1);"
+        "from perception import Pipeline; from eval.runner import decode_like_training;"
+        "from sensors.datasets.nuscenes import NuScenesDataset;"
+        "ds = NuScenesDataset(sys.argv[2], sys.argv[3]);"
+        "s0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "p = Pipeline.from_checkpoint(sys.argv[1], device='cpu'); decode_like_training(ds, p.cfg);"
+        "x = ds.load_sample(sys.argv[4]); s1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "[p.run(x) for _ in range(3)];"
+        "s2 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "print(json.dumps([s0, s1, s2]))"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", code, str(checkpoint), spec.dataroot, spec.version, token,
+             repo], capture_output=True, text=True, timeout=300, env=env, check=True,
+        )
+        s0, s1, s2 = json.loads(res.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        print(f"peak memory of {checkpoint}: not measured ({type(exc).__name__})", file=sys.stderr)
+        return float("nan")
+    # ru_maxrss is in KiB on Linux: model + one sample + inference above the bare imports.
+    return (s2 - s0) / 1024.0
+
+
+# ----------------------------------------------------------------------------- reports
+def table_rows(result: BenchmarkResult) -> list[dict]:
+    """One row per variant: clean NDS/mAP, NDS per corruption (mean over severities), mRR,
+    mCE, parameters, latency, memory.
+    """
+    rows = []
+    for v in result.spec.variants:
+        cells = result.cells.get(v, {})
+        clean = cells.get(CLEAN, {})
+        row = {"variant": v, "clean_NDS": clean.get("NDS"), "clean_mAP": clean.get("mAP"),
+               "L2_3s_m": clean.get("L2_3s_m"), "collision_3s": clean.get("collision_3s")}
+        for c in result.spec.corruptions:
+            names = [cell_name(c, s) for s in _severities_of(result.spec, c)]
+            vals = [cells.get(n, {}).get("NDS") for n in names]
+            row[c] = float(np.mean(vals)) if vals and all(x is not None for x in vals) else None
+        facts = result.variants.get(v, {})
+        for k in ("mRR", "mCE", "parameters", "median_latency_ms", "peak_memory_mb"):
+            row[k] = facts.get(k)
+        rows.append(row)
+    return rows
+
+
+def _f(x: object, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, int | np.integer):
+        return f"{int(x):,}"
+    if isinstance(x, float) and not np.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def summary_table(result: BenchmarkResult) -> str:
+    """The robustness summary (markdown): per variant clean scores, mRR, mCE, cost."""
+    lines = [
+        "| variant | clean NDS | clean mAP | L2@3s (m) | coll@3s | mRR | "
+        f"mCE vs {result.spec.baseline} | params | ms/frame | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table_rows(result):
+        lines.append(
+            f"| {r['variant']} | {_f(r['clean_NDS'])} | {_f(r['clean_mAP'])} "
+            f"| {_f(r['L2_3s_m'], 2)} | {_f(r['collision_3s'])} | {_f(r['mRR'])} "
+            f"| {_f(r['mCE'])} | {_f(r['parameters'])} "
+            f"| {_f(r['median_latency_ms'], 1)} | {_f(r['peak_memory_mb'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def corruption_table(result: BenchmarkResult) -> str:
+    """NDS per variant (rows) and corruption (columns), averaged over the severities run."""
+    cs = result.spec.corruptions
+    lines = ["| corruption | " + " | ".join(result.spec.variants) + " |",
+             "|---|" + "---|" * len(result.spec.variants)]
+    rows = {r["variant"]: r for r in table_rows(result)}
+    clean = " | ".join(_f(rows[v]["clean_NDS"]) for v in result.spec.variants)
+    lines.append(f"| clean | {clean} |")
+    for c in cs:
+        lines.append(f"| {c} | " + " | ".join(_f(rows[v][c]) for v in result.spec.variants) + " |")
+    return "\n".join(lines)
+
+
+def cell_table(result: BenchmarkResult) -> str:
+    """Every cell: mAP, NDS, TP errors, L2@3s, collision rate (long form)."""
+    lines = ["| variant | cell | " + " | ".join(CELL_METRICS) + " | reused clean |",
+             "|---|---|" + "---|" * (len(CELL_METRICS) + 1)]
+    for v in result.spec.variants:
+        for name, rec in result.cells.get(v, {}).items():
+            vals = " | ".join(_f(rec.get(m)) for m in CELL_METRICS)
+            lines.append(f"| {v} | {name} | {vals} | {'yes' if rec.get('reused_clean') else ''} |")
+    return "\n".join(lines)
+
+
+def write_reports(result: BenchmarkResult, out: Path) -> dict[str, Path]:
+    """``benchmark.json``, ``benchmark.md``, ``heatmap.png`` and ``accuracy_latency.png``."""
+    from eval.benchmark_plots import accuracy_latency_scatter, robustness_heatmap
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "benchmark.json", "md": out / "benchmark.md",
+             "heatmap": out / "heatmap.png", "scatter": out / "accuracy_latency.png"}
+    atomic_write_json(paths["json"], result.to_json())
+    spec = result.spec
+    sev = "severity " + ", ".join(map(str, spec.severities))
+    finite = [x for x in result.speedup.values() if np.isfinite(x)]
+    md = [
+        "# Fusion benchmark",
+        "",
+        f"Data: `{spec.dataroot}` ({spec.version}, split `{spec.split}`"
+        + (f", first {spec.max_samples} samples" if spec.max_samples else "") + f"); {sev}; "
+        f"seed {spec.seed}. Metrics: nuScenes detection (devkit-identical), open-loop planning. "
+        f"mRR / mCE as Robo3D defines them, on NDS, mCE against `{spec.baseline}`.",
+        "",
+        "## Robustness summary",
+        "",
+        summary_table(result),
+        "",
+        "## NDS per corruption (mean over severities)",
+        "",
+        corruption_table(result),
+        "",
+        f"Shared-branch speed-up over running the whole model per cell: median "
+        f"{np.median(finite):.1f}x over {len(finite)} corruption cells." if finite else "",
+        "",
+        "## Every cell",
+        "",
+        cell_table(result),
+        "",
+    ]
+    paths["md"].write_text("\n".join(md))
+    robustness_heatmap(result, paths["heatmap"])
+    accuracy_latency_scatter(result, paths["scatter"])
+    return paths
