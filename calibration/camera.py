@@ -11,10 +11,55 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from calibration.se3 import SE3
+from calibration.se3 import SE3, CalibrationError
 
 # Decode reductions libjpeg performs inside the decoder (DCT scaling).
 REDUCTIONS = (1, 2, 4, 8)
+
+
+def validate_intrinsics(
+    intrinsics: object, name: str = "intrinsics", image_wh: tuple[int, int] | None = None
+) -> np.ndarray:
+    """(3, 3) float64 copy of a pinhole K, or a ``CalibrationError`` naming ``name`` and field.
+
+    Checked: a finite 3x3 matrix, ``fx, fy > 0``, zeros below the diagonal and a last row
+    ``0 0 1`` (anything else is not a pinhole matrix and would make ``K^-1`` meaningless or
+    singular), and with ``image_wh`` a principal point inside the image (an off-image ``cx``
+    is a K for another resolution or swapped fields).
+
+    Args:
+        intrinsics: the matrix.
+        name: the channel (and file or table) it belongs to, for the message.
+        image_wh: (width, height) in pixels that K is for, when known.
+
+    """
+    try:
+        k = np.array(intrinsics, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{name}: intrinsics must be a 3x3 matrix of numbers") from None
+    if k.shape != (3, 3):
+        raise CalibrationError(f"{name}: intrinsics must be 3x3, got shape {k.shape}")
+    if not np.all(np.isfinite(k)):
+        bad = [f"K[{i},{j}]" for i, j in zip(*np.nonzero(~np.isfinite(k)))]
+        raise CalibrationError(f"{name}: intrinsics have non-finite entries {bad}")
+    for field_name, v in (("fx (K[0,0])", k[0, 0]), ("fy (K[1,1])", k[1, 1])):
+        if not v > 0:
+            raise CalibrationError(f"{name}: intrinsics {field_name} must be > 0, got {v:g}")
+    if k[1, 0] != 0 or k[2, 0] != 0 or k[2, 1] != 0 or k[2, 2] != 1:
+        raise CalibrationError(
+            f"{name}: not a pinhole matrix (zeros below the diagonal, K[2,2] = 1): {k.tolist()}"
+        )
+    if image_wh is not None:
+        w, h = image_wh
+        for field_name, c, size in (("cx (K[0,2])", k[0, 2], w), ("cy (K[1,2])", k[1, 2], h)):
+            # Pixel centres at integers: the image spans [-0.5, size - 0.5]; half a pixel of
+            # slack either side for rounding in reduced decodes.
+            if not -1.0 <= c <= size:
+                raise CalibrationError(
+                    f"{name}: intrinsics {field_name} = {c:g} lies outside the {w}x{h} image "
+                    "(a K for another resolution?)"
+                )
+    return k
 
 
 def decoded_intrinsics(intrinsics: np.ndarray, scale_xy: tuple[float, float]) -> np.ndarray:
@@ -92,11 +137,11 @@ class PinholeCamera:
     distortion: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
-        k = np.asarray(self.intrinsics, dtype=np.float64)
-        if k.shape != (3, 3) or not np.all(np.isfinite(k)):
-            raise ValueError(f"PinholeCamera: intrinsics must be a finite 3x3 matrix, got {k}")
-        if k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
-            raise ValueError(f"PinholeCamera: not a pinhole matrix (fx, fy > 0, last row 001): {k}")
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise CalibrationError(
+                f"PinholeCamera: image size must be positive, got {self.width}x{self.height}"
+            )
+        k = validate_intrinsics(self.intrinsics, "PinholeCamera", (self.width, self.height))
         d = np.asarray(self.distortion, dtype=np.float64).reshape(-1)
         if d.size not in (0, 4, 5, 8) or not np.all(np.isfinite(d)):
             raise ValueError(f"PinholeCamera: distortion must have 0, 4, 5 or 8 finite values: {d}")

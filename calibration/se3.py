@@ -15,6 +15,25 @@ from pyquaternion import Quaternion
 ORTHONORMAL_TOL = 1e-6
 
 
+class CalibrationError(ValueError):
+    """A calibration value (rotation, translation, intrinsics) that cannot be a real one.
+
+    The message names the channel (or file) and the field, e.g.
+    ``"CAM_FRONT calibrated_sensor 1a2b rotation: quaternion norm is 0.5, expected 1"``.
+    """
+
+
+def validate_translation(translation: object, name: str = "translation") -> np.ndarray:
+    """(3,) float64 copy of ``translation``, or a ``CalibrationError`` naming ``name``."""
+    try:
+        t = np.array(translation, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        t = np.zeros(0)
+    if t.shape != (3,) or not np.all(np.isfinite(t)):
+        raise CalibrationError(f"{name}: translation must be 3 finite numbers, got {translation!r}")
+    return t
+
+
 def validate_rotation(
     rotation: np.ndarray, name: str = "rotation", tol: float = ORTHONORMAL_TOL
 ) -> None:
@@ -26,17 +45,23 @@ def validate_rotation(
         tol: max abs deviation of ``R @ R.T`` from identity and of ``det(R)`` from 1.
 
     """
-    r = np.asarray(rotation, dtype=np.float64)
+    try:
+        r = np.asarray(rotation, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{name}: rotation must be a 3x3 matrix of numbers") from None
     if r.shape != (3, 3):
-        raise ValueError(f"{name}: rotation must be 3x3, got shape {r.shape}")
+        raise CalibrationError(f"{name}: rotation must be 3x3, got shape {r.shape}")
     if not np.all(np.isfinite(r)):
-        raise ValueError(f"{name}: rotation has non-finite entries")
+        raise CalibrationError(f"{name}: rotation has non-finite entries")
     ortho_err = float(np.abs(r @ r.T - np.eye(3)).max())
     if ortho_err > tol:
-        raise ValueError(f"{name}: rotation is not orthonormal (max |R R^T - I| = {ortho_err:.3g})")
+        raise CalibrationError(
+            f"{name}: rotation is not orthonormal (max |R R^T - I| = {ortho_err:.3g})"
+        )
+    # det of an orthonormal matrix is +-1, so this cannot meet a singular matrix.
     det = float(np.linalg.det(r))
     if abs(det - 1.0) > tol:
-        raise ValueError(f"{name}: rotation has det {det:.9f}, expected +1 (a reflection?)")
+        raise CalibrationError(f"{name}: rotation has det {det:.9f}, expected +1 (a reflection?)")
 
 
 def quaternion_to_rotation(
@@ -47,12 +72,15 @@ def quaternion_to_rotation(
     The norm must be 1 within 1e-6: a non-unit quaternion in a calibration file is a data bug,
     not something to normalize away silently.
     """
-    q = np.asarray(q_wxyz, dtype=np.float64)
+    try:
+        q = np.asarray(q_wxyz, dtype=np.float64)
+    except (TypeError, ValueError):
+        q = np.zeros(0)
     if q.shape != (4,) or not np.all(np.isfinite(q)):
-        raise ValueError(f"{name}: expected 4 finite values (w, x, y, z), got {q_wxyz!r}")
+        raise CalibrationError(f"{name}: expected 4 finite values (w, x, y, z), got {q_wxyz!r}")
     norm = float(np.linalg.norm(q))
     if abs(norm - 1.0) > ORTHONORMAL_TOL:
-        raise ValueError(f"{name}: quaternion norm is {norm:.9f}, expected 1")
+        raise CalibrationError(f"{name}: quaternion norm is {norm:.9f}, expected 1")
     return Quaternion(q).rotation_matrix
 
 
@@ -118,20 +146,23 @@ class SE3:
     @staticmethod
     def from_matrix(matrix: np.ndarray, name: str = "SE3") -> SE3:
         """From a (4, 4) homogeneous matrix; ``name`` labels validation errors."""
-        m = np.asarray(matrix, dtype=np.float64)
+        try:
+            m = np.asarray(matrix, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise CalibrationError(f"{name}: expected a 4x4 matrix of numbers") from None
         if m.shape != (4, 4):
-            raise ValueError(f"{name}: expected a 4x4 matrix, got shape {m.shape}")
+            raise CalibrationError(f"{name}: expected a 4x4 matrix, got shape {m.shape}")
         if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-9):
-            raise ValueError(f"{name}: last row must be [0, 0, 0, 1], got {m[3].tolist()}")
+            raise CalibrationError(f"{name}: last row must be [0, 0, 0, 1], got {m[3].tolist()}")
         validate_rotation(m[:3, :3], name)
-        return SE3(m[:3, :3], m[:3, 3])
+        return SE3(m[:3, :3], validate_translation(m[:3, 3], name))
 
     @staticmethod
     def from_quaternion(
         q_wxyz: np.ndarray | list[float], translation: np.ndarray | list[float], name: str = "SE3"
     ) -> SE3:
         """From a nuScenes-style (rotation quaternion w,x,y,z; translation) pair."""
-        return SE3(quaternion_to_rotation(q_wxyz, name), np.asarray(translation, dtype=np.float64))
+        return SE3(quaternion_to_rotation(q_wxyz, name), validate_translation(translation, name))
 
     @staticmethod
     def from_yaw(yaw_rad: float, translation: np.ndarray | list[float]) -> SE3:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.camera import REDUCTIONS, decoded_intrinsics
+from calibration.camera import REDUCTIONS, decoded_intrinsics, validate_intrinsics
 from sensors.types import (
     KITTI_COLUMNS,
     LIDAR_CHANNEL,
@@ -255,6 +255,9 @@ def read_camera_image(
         raise ValueError(f"{path}: image reduction must be one of 1, 2, 4, 8, got {reduction}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: camera image not found ({channel})")
+    # Calibration first: a bad K is refused by channel and field before any decoding, and
+    # never reaches a singular K^-1 in the lift geometry.
+    intrinsics = validate_intrinsics(intrinsics, f"{channel} ({path.name})")
     # imread returns None for unreadable files; read the bytes ourselves so that a truncated
     # JPEG (which libjpeg "decodes" with a grey bottom and only a warning) is caught too.
     data = np.fromfile(path, dtype=np.uint8)
@@ -279,9 +282,11 @@ def read_camera_image(
         bgr = cv2.resize(bgr, (out_w, out_h), interpolation=cv2.INTER_LINEAR_EXACT)
         scale_xy = (out_w / full_w, out_h / full_h)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    k_decoded = decoded_intrinsics(intrinsics, scale_xy)
+    validate_intrinsics(k_decoded, f"{channel} ({path.name})", (rgb.shape[1], rgb.shape[0]))
     return CameraImage(
         image=rgb,
-        intrinsics=decoded_intrinsics(intrinsics, scale_xy),
+        intrinsics=k_decoded,
         timestamp_us=timestamp_us,
         channel=channel,
         distortion=np.zeros(0) if distortion is None else np.asarray(distortion, np.float64),
