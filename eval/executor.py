@@ -356,8 +356,8 @@ def add_executor_arguments(
     """Add the shared scale-out flags: ``--ray``, ``--ray-address``, ``--workers``, GPUs."""
     g = parser.add_argument_group(
         "scale-out",
-        "Units of work (scenes, cells) run in this process by default; outputs are "
-        "byte-identical whichever executor and worker count run them.",
+        "Units of work (scenes, cells, shards) run locally (see --workers) unless --ray; "
+        "outputs are byte-identical whichever executor and worker count run them.",
     )
     g.add_argument("--ray", action="store_true",
                    help="run the units as Ray tasks (needs " + RAY_INSTALL_HINT + "); "
@@ -373,9 +373,12 @@ def add_executor_arguments(
                    help="GPUs one Ray task reserves (e.g. 1 for GPU inference on a cluster)")
 
 
-def executor_from_args(args: argparse.Namespace, default: ExecutorConfig = INLINE
-                       ) -> ExecutorConfig:
+def executor_from_args(
+    args: argparse.Namespace, default: ExecutorConfig | None = INLINE
+) -> ExecutorConfig | None:
     """The ``ExecutorConfig`` the shared flags ask for (``default`` when none is given).
+
+    ``--workers 1`` (or 0) means this process; ``--workers N`` a pool of N processes.
 
     Raises:
         RayNotInstalledError: ``--ray`` without Ray installed (the message says how).

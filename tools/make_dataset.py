@@ -5,6 +5,8 @@ Examples:
     python tools/make_dataset.py --out /tmp/tiny --scenes 2 --duration 4
     python tools/make_dataset.py --out data/sim-trainval --version v1.0-trainval --scenes 50
     python tools/make_dataset.py --out data/sim-mini --contact-sheet   # sheet only (exists)
+    python tools/make_dataset.py --out /shared/sim-trainval --version v1.0-trainval \
+        --scenes 150 --ray --ray-address auto      # one Ray task a scene (shared out folder)
 
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval.executor import add_executor_arguments, executor_from_args  # noqa: E402
 from sensors.sim import CONDITIONS, SCENARIO_KINDS, SimConfig, generate_dataset  # noqa: E402
 from sensors.sim.contact_sheet import contact_sheet  # noqa: E402
 
@@ -35,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="condition(s) to cycle through (default: mix)")
     p.add_argument("--camera-sweeps", action="store_true",
                    help="also render the 12 Hz non-keyframe camera images (slow)")
-    p.add_argument("--workers", type=int, default=0, help="processes (0 = up to 2)")
     p.add_argument("--agents-scale", type=float, default=1.0,
                    help="multiply the number of agents per scene")
     p.add_argument("--no-ultrasonic", action="store_true",
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sheet-sample", type=int, default=None,
                    help="keyframe index in that scene (default: the middle one)")
     p.add_argument("--no-progress", action="store_true")
+    add_executor_arguments(p, workers_help="processes, one scene each at a time (default: up "
+                           "to 2); with --ray the CPUs of the local Ray (default: all cores)")
     a = p.parse_args(argv)
+    # None (no flag): generate_dataset's own default, a local pool of up to 2 processes.
+    executor = executor_from_args(a, default=None)
     w, h = (int(v) for v in a.size.split("x"))
     cfg = SimConfig(
         num_scenes=a.scenes,
@@ -60,14 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         camera_at_sweeps=a.camera_sweeps,
         scenarios=tuple(a.scenario or ["auto"]),
         conditions=tuple(a.condition or ["auto"]),
-        num_workers=a.workers,
         agents_scale=a.agents_scale,
         write_ultrasonic=not a.no_ultrasonic,
     )
     tables_exist = (a.out / a.version / "sample.json").exists()
     if not (a.contact_sheet and tables_exist):
         t0 = time.perf_counter()
-        generate_dataset(cfg, a.out, progress=not a.no_progress)
+        generate_dataset(cfg, a.out, progress=not a.no_progress, executor=executor)
         dt = time.perf_counter() - t0
         print(f"wrote {a.scenes} scenes x {a.duration:g} s to {a.out} in {dt:.1f} s")
     if a.contact_sheet:

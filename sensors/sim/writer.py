@@ -10,22 +10,22 @@ Layout written under ``out_dir``::
     can_bus/scene-XXXX_{pose,ms_imu,steeranglefeedback,vehicle_monitor,zoesensors,
                          zoe_veh_info,meta,route}.json
 
-Scenes are independent (each has its own seeded random streams), so they are simulated in
-parallel worker processes and merged in scene order: output is byte-identical for a seed
-whatever the number of workers.
+Scenes are independent (each has its own seeded random streams), so they are simulated as
+units of ``eval.executor.run_units`` (local processes, or Ray tasks) and their tables merged
+in scene order: output is byte-identical for a seed whatever the executor and worker count.
+Each unit writes its scene's files itself, so on a Ray cluster ``out_dir`` must be a folder
+every node sees (a shared file system).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import multiprocessing as mp
 import os
-import queue
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -34,7 +34,6 @@ from nuscenes.utils.data_classes import Box
 from nuscenes.utils.geometry_utils import points_in_box
 from nuscenes.utils.splits import create_splits_scenes
 from pyquaternion import Quaternion
-from tqdm import tqdm
 
 from calibration.se3 import SE3
 from sensors.sim import rig
@@ -46,6 +45,9 @@ from sensors.sim.scenarios import build_world
 from sensors.sim.world import Primitives, World
 from sensors.types import CAMERA_CHANNELS, LIDAR_CHANNEL, ULTRASONIC_CHANNEL
 from sensors.ultrasonic_layout import default_layout
+
+if TYPE_CHECKING:
+    from eval.executor import ExecutorConfig
 
 TABLES: tuple[str, ...] = (
     "category",
@@ -770,60 +772,50 @@ def _global_tables(with_ultrasonic: bool) -> dict[str, list[dict]]:
     }
 
 
-def _run_scene(args: tuple) -> dict[str, list[dict]]:
-    cfg, index, name, out_dir, progress_queue = args
+def simulate_scene(cfg: SimConfig, out_dir: str, index: int) -> dict[str, list[dict]]:
+    """Simulate scene ``index`` of ``cfg`` and write its files; returns its table records.
 
-    def report(n: int) -> None:
-        if progress_queue is not None:
-            progress_queue.put(n)
+    One unit of work for ``generate_dataset``: a pure function of its inputs (the scene's
+    random streams are seeded from ``cfg.seed`` and the scene name), so any process may run it.
+    """
+    name = scene_names(cfg)[index][0]
+    return _SceneWriter(cfg, index, name, Path(out_dir), lambda n: None).run()
 
-    return _SceneWriter(cfg, index, name, Path(out_dir), report).run()
 
-
-def generate_dataset(cfg: SimConfig, out_dir: Path, progress: bool = True) -> Path:
+def generate_dataset(
+    cfg: SimConfig, out_dir: Path, progress: bool = True, executor: ExecutorConfig | None = None
+) -> Path:
     """Simulate ``cfg.num_scenes`` drives and write them as a nuScenes dataroot.
 
     Args:
         cfg: what to generate.
         out_dir: dataroot to write (created; existing files with the same names are
             overwritten, others are left alone).
-        progress: show a tqdm progress bar (in LiDAR sweeps).
+        progress: show a tqdm progress bar (in scenes).
+        executor: where the scenes run (``eval.executor``); None = a local process pool of
+            ``cfg.num_workers`` processes (0: up to 2), or this process for one.
 
     Returns:
         ``out_dir`` (load it with ``NuScenes(version=cfg.version, dataroot=out_dir)``).
 
+    Raises:
+        UnitsFailedError: some scenes failed (named, with their errors); the tables are not
+            written, the other scenes' sensor files are.
+
     """
+    from eval.executor import INLINE, ExecutorConfig, run_units
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = scene_names(cfg)
-    n_samples = max(1, int(round(cfg.scene_duration_s * cfg.keyframe_hz)))
-    per_scene = n_samples * int(round(cfg.lidar_hz / cfg.keyframe_hz))
-    workers = cfg.num_workers or min(2, os.cpu_count() or 1)
-    workers = max(1, min(workers, len(names)))
-    bar = tqdm(total=per_scene * len(names), unit="sweep", desc="simulating",
-               disable=not progress)
-    results: list[dict[str, list[dict]]] = []
-    if workers == 1:
-        for i, (name, _) in enumerate(names):
-            results.append(
-                _SceneWriter(cfg, i, name, out_dir, bar.update).run()
-            )
-    else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Manager() as manager:
-            q = manager.Queue()
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futs = [pool.submit(_run_scene, (cfg, i, name, str(out_dir), q))
-                        for i, (name, _) in enumerate(names)]
-                while not all(f.done() for f in futs):
-                    try:
-                        bar.update(q.get(timeout=0.2))
-                    except queue.Empty:
-                        pass
-                while not q.empty():
-                    bar.update(q.get())
-                results = [f.result() for f in futs]
-    bar.close()
+    if executor is None:
+        workers = cfg.num_workers or min(2, os.cpu_count() or 1)
+        workers = max(1, min(workers, len(names)))
+        executor = INLINE if workers == 1 else ExecutorConfig("processes", workers=workers)
+    results = run_units(
+        functools.partial(simulate_scene, cfg, str(out_dir.resolve())), range(len(names)),
+        executor, desc="simulating scenes", progress=progress,
+    ).require_all()
     tables = _global_tables(cfg.write_ultrasonic)
     for t in TABLES:
         tables.setdefault(t, [])

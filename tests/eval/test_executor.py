@@ -20,6 +20,7 @@ from eval.executor import (
     RayNotInstalledError,
     UnitsFailedError,
     add_executor_arguments,
+    ensure_ray,
     executor_from_args,
     run_units,
 )
@@ -88,12 +89,9 @@ def local_ray():
     ray = pytest.importorskip("ray")
     # Workers import this test module by value (it is not on their sys.path).
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield ExecutorConfig("ray", workers=2)
-    if started:
-        ray.shutdown()
+    cfg = ExecutorConfig("ray", workers=2)
+    ensure_ray(cfg)  # left running: later Ray tests in this process reuse it (no 5 s restart)
+    return cfg
 
 
 def _die_first_time(marker: str) -> str:
