@@ -29,14 +29,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from calibration.sample import Boxes3D
-from calibration.se3 import SE3
 from perception.backbones.camera_inputs import NUM_CAMERAS, image_reduction_for
 from perception.batch import Batch, collate
 from perception.checkpoint import git_commit, save_checkpoint
 from perception.config import MODALITY_ORDER, ModelConfig, preset
 from perception.fusion import anchor as anchor_fuser
-from perception.heads import decode_detections
 from perception.model import FusionModel, build_model
 from perception.prepare import prepare_sample
 from perception.sample_arrays import SampleArrays
@@ -635,45 +632,3 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         if distributed:
             dist.destroy_process_group()
     return out_dir
-
-
-@torch.inference_mode()
-def predict_files(
-    model: FusionModel,
-    cfg: ModelConfig,
-    files: list[Path],
-    batch_size: int = 4,
-    device: str | torch.device = "cpu",
-    drop: tuple[str, ...] = (),
-    progress: bool = True,
-) -> tuple[dict[str, Boxes3D], dict[str, SE3]]:
-    """Detections (ego frame) and ego poses for cached samples, for nuScenes evaluation.
-
-    Args:
-        model: trained model.
-        cfg: its configuration.
-        files: cached ``SampleArrays``.
-        batch_size: samples per forward.
-        device: where to run.
-        drop: modalities to remove from every sample (sensor-fault evaluation).
-        progress: show a progress bar.
-
-    Returns:
-        ``(detections by sample token, global_SE3_ego by sample token)``.
-
-    """
-    model = model.to(device).eval()
-    dets: dict[str, Boxes3D] = {}
-    poses: dict[str, SE3] = {}
-    for i in tqdm(range(0, len(files), batch_size), disable=not progress, desc="predict",
-                  file=sys.stderr):
-        arrays = [SampleArrays.load(f) for f in files[i : i + batch_size]]
-        if drop:
-            arrays = [a.without(drop) for a in arrays]
-        batch = collate(arrays, cfg).to(device)
-        out = model(batch)
-        boxes = decode_detections(out.heatmap, out.reg, cfg, model.has_input(batch.presence))
-        for a, b in zip(arrays, boxes):
-            dets[a.token] = b
-            poses[a.token] = SE3.from_matrix(a.global_SE3_ego, f"pose of {a.token}")
-    return dets, poses
