@@ -6,6 +6,20 @@ Train (CPU or one GPU; several GPUs with ``torchrun --nproc_per_node N tools/tra
     python tools/train.py --variant concat_conv --preset tiny --dataroot data/sim \
         --version v1.0-mini --split mini_train --steps 2000 --out perception/checkpoints/concat_conv
 
+Several processes (DDP; NCCL with one GPU per process, gloo on CPU; several machines: add
+``--nnodes M --node_rank I --rdzv_backend c10d --rdzv_endpoint HOST:29500``):
+
+    torchrun --nproc_per_node 4 tools/train.py --variant concat_conv --preset base \
+        --dataroot data/sim --batch-size 8 --lr 4e-3 --steps 2000 --out outputs/train/cc4
+
+Every rank reads its own shard of each epoch; rank 0 alone writes the checkpoint, the log and
+the resume state (--resume works the same with torchrun). --batch-size is per process and
+micro-batch: the effective batch of one step is batch-size x processes x --grad-accum, and
+--steps counts optimiser steps. The learning rate is never rescaled for you: going from 1
+process to N at the same --batch-size multiplies the effective batch by N, so scale --lr
+yourself (linearly is the usual first try, as above: 4 x 1e-3). One process with
+--grad-accum N takes the same steps as N processes (tests/perception/test_ddp.py).
+
 Evaluate (nuScenes detection metrics by the official devkit, plus planning L2):
 
     python tools/train.py --evaluate perception/checkpoints/concat_conv \
@@ -35,8 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="checkpoint folder (default outputs/train/<variant>)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="overrides --epochs")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per process and micro-batch (default: the preset's); "
+                   "effective batch = batch-size x processes x grad-accum")
+    p.add_argument("--grad-accum", type=int, default=1, metavar="K",
+                   help="micro-batches per optimiser step (one process with K equals K "
+                   "torchrun processes)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate, used as given (not rescaled with the batch)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
@@ -117,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         image_hw=tuple(args.image_hw) if args.image_hw else None,
         modality_dropout=tuple(args.modality_dropout) if args.modality_dropout else None,
         amp=not args.no_amp,
+        grad_accum=args.grad_accum,
         max_samples=args.max_samples,
         save_every=args.save_every,
         device=args.device,
