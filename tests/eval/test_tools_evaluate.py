@@ -120,6 +120,10 @@ class _StandIn:
             sample.token, dets, PlanOutput(fut + 0.5), ControlCommand(0.0, 0.0, 0.0, fut, aeb=False)
         )
 
+    def run_with_maps(self, sample, *shared, **kw):
+        """The runner's entry point (shared preprocessing, reused branch maps: unused here)."""
+        return self.run(sample), None
+
 
 def test_checkpoint_path(tool, nusc, tmp_path, monkeypatch):
     import perception.pipeline
@@ -176,10 +180,6 @@ class _Failing(_StandIn):
 
             raise SensorFileError(f"/data/samples/CAM_FRONT/{sample.token}.jpg: JPEG truncated")
         return super().run(sample)
-
-    def run_with_maps(self, sample, arrays=None, reuse=None):
-        """The runner's shared-preprocessing entry point (maps not used here)."""
-        return self.run(sample), None
 
 
 def _checkpoint_args(nusc, out, *extra):

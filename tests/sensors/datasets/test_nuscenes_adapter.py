@@ -214,10 +214,11 @@ def test_missing_camera_is_none_and_recorded(root_plain, tmp_path):
     (root / lsd["filename"]).unlink()
     s = d.load_sample(token)
     assert s.lidar is None and s.ultrasonic is None and s.presence
-    # A corrupt (truncated) sweep is an error naming the file, not silently absent.
+    # With on_sensor_error="raise" a corrupt (truncated) sweep is an error naming the file.
     prev = d.nusc.get("sample_data", lsd["next"])
     data = (root / prev["filename"]).read_bytes()
     (root / prev["filename"]).write_bytes(data[:-3])
+    d.on_sensor_error = "raise"
     with pytest.raises(SensorFileError, match=prev["filename"].split("/")[-1]):
         d.load_sweep(prev["token"])
 
@@ -267,7 +268,7 @@ def test_bad_annotation_rotation_names_annotation(root_plain, tmp_path):
 def test_corrupt_camera_raises_naming_file(root_plain, tmp_path):
     root = tmp_path / "j"
     shutil.copytree(root_plain, root)
-    d = NuScenesDataset(root, version=fx.VERSION, num_sweeps=1)
+    d = NuScenesDataset(root, version=fx.VERSION, num_sweeps=1, on_sensor_error="raise")
     token = d.split_sample_tokens("mini_train")[0]
     sd = d.nusc.get("sample_data", d.nusc.get("sample", token)["data"]["CAM_FRONT_RIGHT"])
     (root / sd["filename"]).write_bytes(b"\xff\xd8garbage")
