@@ -21,6 +21,16 @@ def _mask(presence: torch.Tensor, modality: str) -> torch.Tensor:
     return presence[:, MODALITY_ORDER.index(modality)].float().view(-1, 1, 1, 1)
 
 
+def _zero_absent(x: torch.Tensor, presence: torch.Tensor, modality: str) -> torch.Tensor:
+    """``x`` with the samples lacking ``modality`` set to 0.
+
+    A select, not a multiplication by the 0/1 mask: an absent branch's map may hold NaN or
+    inf (a sensor that produced nothing), and NaN * 0 is NaN.
+    """
+    keep = presence[:, MODALITY_ORDER.index(modality)].view(-1, 1, 1, 1)
+    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 class _Projecting(nn.Module):
     """Base: a 1x1 projection of each modality to the common width C."""
 
@@ -36,7 +46,7 @@ class _Projecting(nn.Module):
         self, bevs: dict[str, torch.Tensor], presence: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked masked projections (B, M, C, H, W) and the presence (B, M) of each."""
-        feats = [self.proj[m](bevs[m]) * _mask(presence, m) for m in self.modalities]
+        feats = [_zero_absent(self.proj[m](bevs[m]), presence, m) for m in self.modalities]
         present = torch.stack(
             [presence[:, MODALITY_ORDER.index(m)] for m in self.modalities], dim=1
         )
@@ -98,7 +108,7 @@ class ConcatConvFuser(nn.Module):
         parts = []
         ref = bevs[self.modalities[0]]
         for m in self.modalities:
-            parts.append(bevs[m] * _mask(presence, m))
+            parts.append(_zero_absent(bevs[m], presence, m))
         for m in self.modalities:
             parts.append(_mask(presence, m).expand(-1, 1, ref.shape[-2], ref.shape[-1]))
         out = self.fuse(torch.cat(parts, dim=1))
