@@ -64,7 +64,7 @@ def load_frame_json(
         )
         # lidar2cam maps LiDAR@t_lidar to camera@t_cam, so camera -> ego@t_lidar is
         # lidar2ego @ inv(lidar2cam).
-        cam_SE3_lidar = SE3.from_matrix(np.array(c["lidar2cam"]), f"{ch} lidar2cam")
+        cam_SE3_lidar = SE3.from_matrix(np.array(c["lidar2cam"]), f"{meta_path} {ch} lidar2cam")
         cameras.append(
             CameraView(
                 image=image,

@@ -82,3 +82,35 @@ def test_rig_from_matrices_refuses_singular_reflected_and_sheared_rotations():
     m[1, 3] = np.nan
     with pytest.raises(CalibrationError, match="CAM_FRONT: translation must be 3 finite"):
         SensorRig.from_matrices({"CAM_FRONT": m})
+
+
+def _frame_bundle(folder, lidar2ego=None, k=None):
+    """A minimal frame.json bundle: one LiDAR file and one camera."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pts = np.array([[5.0, 0.0, 0.0, 10.0, 1.0], [0.0, 6.0, 1.0, 20.0, 2.0]], np.float32)
+    pts.tofile(folder / "lidar.pcd.bin")
+    cv2.imwrite(str(folder / "front.jpg"), np.zeros((480, 640, 3), np.uint8))
+    meta = {
+        "lidar": {"file": "lidar.pcd.bin", "timestamp_us": 10,
+                  "lidar2ego": (np.eye(4) if lidar2ego is None else lidar2ego).tolist()},
+        "ego2global": np.eye(4).tolist(),
+        "cameras": {"CAM_FRONT": {"file": "front.jpg", "timestamp_us": 10,
+                                  "intrinsics": (K if k is None else k).tolist(),
+                                  "lidar2cam": np.eye(4).tolist()}},
+    }
+    (folder / "frame.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_frame_json_loader_names_file_channel_and_field(tmp_path):
+    from sensors.datasets.frame_json import load_frame_json
+
+    s = load_frame_json(_frame_bundle(tmp_path / "ok"))
+    assert s.camera_mask.tolist() == [True, False, False, False, False, False]
+    reflect = np.diag([1.0, 1.0, -1.0, 1.0])
+    with pytest.raises(CalibrationError, match=r"bad/frame.json lidar2ego: .*det -1"):
+        load_frame_json(_frame_bundle(tmp_path / "bad", lidar2ego=reflect))
+    with pytest.raises(CalibrationError, match=r"CAM_FRONT \(front.jpg\): intrinsics fy"):
+        load_frame_json(_frame_bundle(tmp_path / "k", k=_with(1, 1, 0.0)))

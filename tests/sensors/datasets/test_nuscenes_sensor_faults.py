@@ -121,3 +121,21 @@ def test_lidar_layout_of_the_dataset_whatever_the_extension(copy):
     assert s.lidar is not None and not d.sensor_faults
     np.testing.assert_allclose(np.sort(s.lidar.column("intensity")),
                                np.sort(raw[np.abs(raw[:, :2]).max(1) >= 1.0, 3]), rtol=0)
+
+
+def test_bad_camera_intrinsic_table_names_channel_and_field(copy):
+    # A calibration fault is not a sensor-file fault: never masked, never a LinAlgError later.
+    import json
+
+    from calibration.se3 import CalibrationError
+
+    path = copy / fx.VERSION / "calibrated_sensor.json"
+    rows = json.loads(path.read_text())
+    for r in rows:
+        if r["token"] == fx.tok("cs", "CAM_BACK"):
+            r["camera_intrinsic"][0][0] = 0.0
+    path.write_text(json.dumps(rows))
+    d = NuScenesDataset(copy, version=fx.VERSION, num_sweeps=1)
+    with pytest.raises(CalibrationError, match=r"CAM_BACK \(.*\.jpg\): intrinsics fx \(K\[0,0\]\)"):
+        d.load_sample(d.split_sample_tokens("mini_train")[0])
+    assert not d.sensor_faults
