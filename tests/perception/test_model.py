@@ -40,6 +40,24 @@ def test_tiny_output_shapes(tiny_batch):
     assert torch.isfinite(out.heatmap).all() and torch.isfinite(out.waypoints).all()
 
 
+def test_tiny_batch_heatmap_peaks_sit_on_the_boxes(tiny_batch, samples):
+    """Known answer for the batch the shape test builds: every box puts a 1.0 peak in its
+    class channel at cell floor((x - x_min) / cell), and nothing else is 1.0."""
+    from perception.heads.targets import class_group_order
+
+    cfg, batch = tiny_batch
+    order = class_group_order(cfg)
+    g = cfg.grid
+    for b, s in enumerate(samples):
+        want = set()
+        for (x, y, _), label in zip(s.boxes.center_m, s.boxes.labels):
+            ix = int(np.floor((x - g.x_range_m[0]) / g.cell_m))
+            iy = int(np.floor((y - g.y_range_m[0]) / g.cell_m))
+            want.add((order.index(int(label)), iy, ix))
+        peaks = {tuple(map(int, t)) for t in torch.nonzero(batch.heatmap[b] == 1.0)}
+        assert peaks == want and len(want) == len(s.boxes)
+
+
 def _absent_sets():
     sets = [(m,) for m in MODALITY_ORDER]
     sets += [tuple(m for m in MODALITY_ORDER if m != keep) for keep in MODALITY_ORDER]
