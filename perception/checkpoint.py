@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import re
 import subprocess
 import types
 import typing
@@ -116,6 +117,14 @@ def _walk_problems(cls: type, data: Any, where: str) -> list[str]:
         if typing.get_origin(tp) is tuple:
             if not isinstance(value, list):
                 out.append(f"{path} must be a list, got {value!r}")
+                continue
+            item_tp = typing.get_args(tp)[0]
+            if dataclasses.is_dataclass(item_tp):  # e.g. fusion.fallback: one object per expert
+                for i, item in enumerate(value):
+                    if not isinstance(item, dict):
+                        out.append(f"{path}[{i}] must be an object, got {item!r}")
+                    else:
+                        out += _walk_problems(item_tp, item, f"{path}[{i}]")
                 continue
             value = tuple(value)
         why = _type_problem(tp, value, path) or _range_problem(f.name, value, path)
@@ -255,11 +264,13 @@ def read_state_dict(weights: Path | str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # Say what is refused, not how to load it anyway: this file may carry code.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # Say what is refused, never how to load it anyway (torch's own message does): this
+        # file may carry code. Only the name of the refused object is kept from it.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it holds the Python object {found.group(1)}" if found else "it holds objects"
         raise CheckpointError(
-            f"checkpoint {weights}: not a weights-only state dict (the safe loader refused "
-            f"it: {first[:200]}); re-export the weights with torch.save(model.state_dict())"
+            f"checkpoint {weights}: not a weights-only state dict ({what}, which the safe "
+            "loader does not run); re-export the weights with torch.save(model.state_dict())"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         detail = (str(e).strip().splitlines() or [""])[0][:160]
