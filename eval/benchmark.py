@@ -72,7 +72,7 @@ class BenchmarkSpec:
         verify_samples: samples per (corruption, severity) also run through the whole
             model, checked equal to the shared-branch result and timed (0 = none).
         device: torch device (None = CUDA when present).
-        memory: measure each variant's peak memory in a child process.
+        memory: measure each variant's peak memory (a child process per variant).
 
     """
 
@@ -149,8 +149,7 @@ def shipped_checkpoints(root: str | Path, variants: Sequence[str] | None = None
             raise ValueError(f"{root}: no checkpoint for {missing} (have {sorted(have)})")
         order = list(variants)
     else:
-        known = [v for v in FUSION_VARIANTS if v in BASELINE_VARIANTS]
-        known += [v for v in FUSION_VARIANTS if v not in BASELINE_VARIANTS]
+        known = [*BASELINE_VARIANTS, *(v for v in FUSION_VARIANTS if v not in BASELINE_VARIANTS)]
         order = [v for v in known if v in have] + sorted(have - set(known))
     if not order:
         raise ValueError(f"{root}: no checkpoint folders (with model.pt) found")
@@ -354,9 +353,13 @@ def run_benchmark(
         # Samples are read once per camera decode reduction (one for every tiny-preset model).
         reduction = {v: training_image_reduction(ds, p.cfg) for v, p in pipes.items()}
         loaded: dict[int, LoadedSamples] = {}
+        t0 = time.perf_counter()
         for r in sorted(set(reduction.values())):
             loaded[r] = load_samples(ds, tokens, r, progress=progress)
         contexts = {t: sample_context(ds, t) for t in tokens}
+        log(f"  loaded {len(tokens)} samples once ({len(loaded)} decode reduction"
+            f"{'s' if len(loaded) > 1 else ''}) in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
         prep_key = {v: repr((p.cfg.camera.image_hw, p.cfg.grid)) for v, p in pipes.items()}
         maps_needed = [v for v in variants if any(v in todo[g] for g in groups)]
 
@@ -380,22 +383,28 @@ def run_benchmark(
                 if maps is not None and v in maps_needed:
                     clean_maps[v][tok] = maps
             bar.update(1)
+        log(f"  clean pass: {len(run_clean)} variants x {len(tokens)} samples in "
+            f"{time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
         for v in variants:
             if v in todo[(CLEAN, 0)]:
                 rec = _score(clean_runs[v], ds, spec.split, split_tokens, CLEAN, 0)
                 cache.put(v, CLEAN, 0, rec)
                 computed += 1
         for v in need_facts:
+            first = next(iter(loaded[reduction[v]].samples.values()), None)
             facts = {
                 "parameters": int(sum(p.numel() for p in pipes[v].model.parameters())),
                 "median_latency_ms": clean_runs[v].median_latency_ms(),
                 "stage_latency_ms": clean_runs[v].stage_latency_ms(),
                 "peak_memory_mb": (
-                    peak_memory_mb(dict(spec.checkpoints)[v], spec, tokens[0])
-                    if spec.memory else float("nan")
+                    peak_memory_mb(dict(spec.checkpoints)[v], first)
+                    if spec.memory and first is not None else float("nan")
                 ),
             }
             atomic_write_json(facts_dir / f"{v}.json", facts)
+        log(f"  clean cells scored, parameters / latency / peak memory of {len(need_facts)} "
+            f"variants in {time.perf_counter() - t0:.0f} s")
         bar.set_postfix(cells=f"{computed}/{n_todo}")
 
         for corruption, severity in groups:
@@ -404,9 +413,9 @@ def run_benchmark(
             if not remaining:
                 bar.update(len(tokens))
                 continue
-            touched = get_corruption(corruption).modality
-            # Variants that never read the touched modality: their input is unchanged.
-            unaffected = [v for v in remaining if not pipes[v].cfg.uses(touched)]
+            touched = set(get_corruption(corruption).modalities)  # two for a composed fault
+            # Variants that never read a touched modality: their input is unchanged.
+            unaffected = [v for v in remaining if not any(pipes[v].cfg.uses(t) for t in touched)]
             active = [v for v in remaining if v not in unaffected]
             runs = {v: ModelRun.for_pipeline(pipes[v]) for v in active}
             timing = {v: Timing() for v in active}
@@ -415,6 +424,7 @@ def run_benchmark(
                 corrupted_by_r: dict[int, object] = {}
                 corrupt_ms: dict[int, float] = {}
                 prep_ms: dict[tuple[int, str], float] = {}
+                batches: dict = {}  # collated inputs shared by variants (Pipeline.run_with_maps)
                 for v in active:
                     r = reduction[v]
                     run = runs[v]
@@ -440,9 +450,9 @@ def run_benchmark(
                         continue
                     inputs = pipes[v].model.map_inputs()
                     reuse = {m: x for m, x in clean_maps[v][tok].items()
-                             if touched not in inputs[m]}
+                             if not touched & inputs[m]}
                     t2 = time.perf_counter()
-                    infer_sample(pipes[v], run, sample, arrays_by_key[key], reuse)
+                    infer_sample(pipes[v], run, sample, arrays_by_key[key], reuse, batches)
                     infer_ms = (time.perf_counter() - t2) * 1e3
                     if i < spec.verify_samples:
                         # The corruption and the preprocessing are shared by the variants.
@@ -464,7 +474,7 @@ def run_benchmark(
             for v in unaffected:
                 rec = dict(cache.get(v, CLEAN, 0) or {})
                 rec.update(corruption=corruption, severity=severity, reused_clean=True,
-                           reason=f"{v} does not read the {touched}")
+                           reason=f"{v} does not read the {' or '.join(sorted(touched))}")
                 cache.put(v, corruption, severity, rec)
                 computed += 1
             for v in active:
@@ -551,38 +561,57 @@ def _score(
     return rec
 
 
-def peak_memory_mb(checkpoint: str, spec: BenchmarkSpec, token: str) -> float:
-    """Peak resident memory (MB) of a fresh process that loads ``checkpoint`` and runs it on
-    one sample, minus that process's peak after the imports (so: the model's own cost).
-    """
-    import subprocess
+def _vm_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field_name}")
 
-    code = (
-        "import json, resource, sys; sys.path.insert(0, sys.argv[5]);"
-        "import torch; torch.set_num_threads(1);"
-        "from perception import Pipeline; from eval.runner import decode_like_training;"
-        "from sensors.datasets.nuscenes import NuScenesDataset;"
-        "ds = NuScenesDataset(sys.argv[2], sys.argv[3]);"
-        "s0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "p = Pipeline.from_checkpoint(sys.argv[1], device='cpu'); decode_like_training(ds, p.cfg);"
-        "x = ds.load_sample(sys.argv[4]); s1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "[p.run(x) for _ in range(3)];"
-        "s2 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "print(json.dumps([s0, s1, s2]))"
-    )
-    repo = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+def _memory_child(checkpoint: str, sample, queue) -> None:  # noqa: ANN001
+    import torch
+
+    from perception.pipeline import Pipeline
+
+    torch.set_num_threads(1)
     try:
-        res = subprocess.run(
-            [sys.executable, "-c", code, str(checkpoint), spec.dataroot, spec.version, token,
-             repo], capture_output=True, text=True, timeout=300, env=env, check=True,
-        )
-        s0, s1, s2 = json.loads(res.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
-        print(f"peak memory of {checkpoint}: not measured ({type(exc).__name__})", file=sys.stderr)
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to now
+        base = _vm_kib("VmRSS")
+        pipe = Pipeline.from_checkpoint(checkpoint, device="cpu")
+        for _ in range(2):
+            pipe.run(sample)
+        queue.put((_vm_kib("VmHWM") - base) / 1024.0)
+    except Exception as exc:  # noqa: BLE001 - reported as "not measured"
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def peak_memory_mb(checkpoint: str, sample) -> float:  # noqa: ANN001 - a SyncedSample
+    """Peak resident memory (MB) that loading ``checkpoint`` and running it on ``sample``
+    adds: a fresh child process (spawned: forking after torch ran threads can deadlock)
+    imports torch, resets its peak (``/proc/self/clear_refs``), loads and runs twice, and
+    reports ``VmHWM`` minus its resident size before loading (Linux; NaN elsewhere).
+    """
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    try:
+        ctx = mp.get_context("spawn")
+    except ValueError:
         return float("nan")
-    # ru_maxrss is in KiB on Linux: model + one sample + inference above the bare imports.
-    return (s2 - s0) / 1024.0
+    q = ctx.Queue()
+    proc = ctx.Process(target=_memory_child, args=(checkpoint, sample, q), daemon=True)
+    proc.start()
+    try:
+        got = q.get(timeout=180)
+    except queue_mod.Empty:
+        got = "timed out"
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+    if isinstance(got, str):
+        print(f"peak memory of {checkpoint}: not measured ({got})", file=sys.stderr)
+        return float("nan")
+    return float(got)
 
 
 # ----------------------------------------------------------------------------- reports

@@ -24,7 +24,7 @@ ImageNet-C's spatial parameters are defined at 224 px and are scaled by ``image 
 |---|---|---|---|---|
 | lidar_fog | lidar | Robo3D fog (physics) | extinction alpha 0.005, 0.01, 0.02, 0.03, 0.06 /m | numpy: Beer-Lambert two-way transmission exp(-2 alpha R) times each return's clear-air margin 1 + rho (120 m / R)^2 over the detection threshold (rho = intensity / 255, >= 0.02: every recorded return cleared it); below 1 the return is lost; fog backscatter (a soft target near the sensor, power 30 alpha x log-normal(0, 0.5)) replaces the ray's return by a false one at 1.5 m + Gamma(2, 1.2 m) when above threshold and stronger (strongest-return mode); intensities scaled by the transmission |
 | lidar_beam_missing | lidar | Robo3D beam missing | rings dropped of 32: 4, 8, 12, 16, 20 | numpy |
-| lidar_cross_sensor | lidar | Robo3D cross-sensor | rings kept (evenly spaced) 24, 20, 16, 12, 8, and every 2nd point of each kept ring (azimuth order) | numpy |
+| lidar_cross_sensor | lidar | Robo3D cross-sensor | rings kept (evenly spaced) 24, 20, 16, 12, 8, and every 2nd point of each kept ring and sweep (firing order) | numpy |
 | lidar_density | lidar | Robo3D / nuScenes-C density decrease | share of points dropped at random 0.2, 0.35, 0.5, 0.65, 0.8 | numpy |
 | lidar_cutout | lidar | nuScenes-C cutout | regions removed 2, 4, 6, 8, 10 (vertical cylinders of radius 2.5 m around random points) | numpy |
 | lidar_crosstalk | lidar | Robo3D crosstalk | false returns added 0.6, 1.2, 1.8, 2.4, 3.0 % of N, each on a random point's ray at a uniform random range 0..70 m | numpy |
@@ -91,6 +91,8 @@ class Corruption:
         suite: the published suite it follows.
         levels: the parameter of severities 1..5 (one entry for single-level faults).
         unit: what ``levels`` measures.
+        parts: a composed fault (``compose``): the ``(corruption, severity)`` applied in
+            order; empty for a single corruption.
 
     """
 
@@ -99,6 +101,14 @@ class Corruption:
     suite: str
     levels: tuple
     unit: str
+    parts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Every sensor it changes (two or more for a composed fault)."""
+        if not self.parts:
+            return (self.modality,)
+        return tuple(dict.fromkeys(_BY_NAME[n].modality for n, _ in self.parts))
 
     @property
     def severities(self) -> tuple[int, ...]:
@@ -168,8 +178,42 @@ CORRUPTION_NAMES: tuple[str, ...] = tuple(c.name for c in CORRUPTIONS)
 _BY_NAME = {c.name: c for c in CORRUPTIONS}
 
 
+def compose(parts: tuple[tuple[str, int], ...]) -> str:
+    """Name of the composed fault applying each ``(corruption, severity)`` in order, e.g.
+    ``camera_missing@1+lidar_beam_missing@4`` (one camera gone and 16 of 32 LiDAR rings).
+    ``get_corruption`` and ``corrupt`` accept it like any name; it is single-level.
+    """
+    return COMPOSE_SEP.join(f"{n}{SEVERITY_SEP}{s}" for n, s in parts)
+
+
+COMPOSE_SEP = "+"
+SEVERITY_SEP = "@"
+
+
+def _composed(name: str) -> Corruption:
+    parts = []
+    for part in name.split(COMPOSE_SEP):
+        base, sep, sev = part.partition(SEVERITY_SEP)
+        if not sep or not sev.isdigit():
+            raise ValueError(f"composed corruption {name!r}: part {part!r} is not "
+                             f"<corruption>{SEVERITY_SEP}<severity>")
+        c = get_corruption(base)
+        if int(sev) not in c.severities:
+            raise ValueError(f"composed corruption {name!r}: {base} has severities "
+                             f"{c.severities}, not {sev}")
+        parts.append((base, int(sev)))
+    if len(parts) < 2 or len({n for n, _ in parts}) != len(parts):
+        raise ValueError(f"composed corruption {name!r}: needs two or more different parts")
+    first = _BY_NAME[parts[0][0]]
+    return Corruption(name, first.modality, "composed", (None,), "composed", tuple(parts))
+
+
 def get_corruption(name: str) -> Corruption:
-    """The corruption called ``name`` (a ``ValueError`` lists the known ones)."""
+    """The corruption called ``name`` (a ``ValueError`` lists the known ones); a composed
+    name (``compose``) gives its composed fault.
+    """
+    if COMPOSE_SEP in name or SEVERITY_SEP in name:
+        return _composed(name)
     try:
         return _BY_NAME[name]
     except KeyError:
@@ -299,6 +343,11 @@ def corrupt(
     spec = get_corruption(name)
     if severity == 0:
         return sample
+    if spec.parts:  # each part draws from its own (seed, token, part name) stream
+        spec.level(severity)  # a composed fault is single-level: severity 1..5 accepted
+        for part, part_severity in spec.parts:
+            sample = corrupt(sample, part, part_severity, seed, context)
+        return sample
     p = spec.level(severity)
     ctx = context or SampleContext()
     rng = corruption_rng(seed, sample.token, name)
@@ -377,10 +426,9 @@ def _corrupt_lidar(
             kept_rings = np.unique(np.round(np.linspace(0, NUM_RINGS - 1, int(p))).astype(int))
             rings = lidar_rings(pts, ctx)
             keep = np.isin(rings, kept_rings)
-            # Every second point of each kept ring and sweep, in azimuth order.
-            az = _polar(pts, ctx).azimuth_rad
+            # Every second point of each kept ring and sweep, in firing (stored) order.
             sweep = _sweep_index(pts, ctx)
-            order = np.lexsort((az, rings, sweep))
+            order = np.argsort(sweep * NUM_RINGS + rings, kind="stable")
             key = (sweep * NUM_RINGS + rings)[order]
             start = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
             rank = np.arange(n) - np.repeat(start, np.diff(np.r_[start, n]))

@@ -183,7 +183,8 @@ def decode_like_training(ds: NuScenesDataset, cfg: ModelConfig) -> None:
     (``perception.train.cache_split``), so the model sees the same pixels; no-op for models
     without cameras.
     """
-    ds.set_image_reduction(training_image_reduction(ds, cfg))
+    if cfg.uses("camera"):
+        ds.set_image_reduction(training_image_reduction(ds, cfg))
 
 
 @dataclass(frozen=True, eq=False)
@@ -245,14 +246,16 @@ def infer_sample(
     sample: SyncedSample,
     arrays: SampleArrays | None = None,
     reuse: Mapping[str, torch.Tensor] | None = None,
+    batch_cache: dict | None = None,
 ) -> dict[str, torch.Tensor] | None:
     """Run ``pipe`` on one sample and record it in ``run`` (a failure is recorded, not raised).
 
-    ``arrays`` and ``reuse`` are ``Pipeline.run_with_maps``'s (shared preprocessing, reused
-    branch maps). Returns the branch maps, or None when the sample failed.
+    ``arrays``, ``reuse`` and ``batch_cache`` are ``Pipeline.run_with_maps``'s (shared
+    preprocessing, reused branch maps, shared collated batches). Returns the branch maps,
+    or None when the sample failed.
     """
     try:
-        result, maps = pipe.run_with_maps(sample, arrays, reuse)
+        result, maps = pipe.run_with_maps(sample, arrays, reuse, batch_cache)
     except Exception as exc:  # a bad frame is recorded, the run goes on
         run.fail(sample.token, exc)
         return None
