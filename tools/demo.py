@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_samples:
         print(f"  note: only the first {args.max_samples} samples run; the rest count as empty, "
               "so these metrics are not comparable to a full run")
-    bench = run_benchmark(spec, demo_dir / "benchmark", log=lambda line: print(line, flush=True))
+    # A rerun reuses the finished cells; other checkpoints or data start the folder afresh.
+    bench = run_benchmark(spec, demo_dir / "benchmark", log=lambda line: print(line, flush=True),
+                          reset_stale=True)
     summary = summary_table(bench)
     print(summary)
     print(corruption_table(bench))

@@ -162,3 +162,14 @@ def _spec_kwargs(spec: BenchmarkSpec) -> dict:
     for k in ("corruptions", "severities"):
         d[k] = list(d[k])
     return d
+
+
+def test_reset_stale_starts_a_folder_of_another_run_afresh(setup):
+    import shutil
+
+    root, spec, _ = setup
+    shutil.copytree(root / "full", root / "stale")
+    again = run_benchmark(replace(spec, seed=1), root / "stale", progress=False,
+                          log=lambda s: None, reset_stale=True)
+    assert again.computed_cells == len(VARIANTS) * 7
+    assert json.loads((root / "stale" / "run.json").read_text())["seed"] == 1
