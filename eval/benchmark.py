@@ -156,6 +156,42 @@ def shipped_checkpoints(root: str | Path, variants: Sequence[str] | None = None
     return tuple((v, str(root / v)) for v in order)
 
 
+def train_variants(
+    variants: Sequence[str],
+    out_dir: str | Path,
+    dataroot: str,
+    version: str,
+    split: str,
+    steps: int,
+    seed: int = 0,
+    preset: str = "tiny",
+    cache_dir: str = "data/cache",
+) -> tuple[tuple[str, str], ...]:
+    """Train every variant with one recipe, seed and budget (``perception.train`` with the
+    preset's settings and ``steps`` optimiser steps, from scratch); returns
+    ``(variant, checkpoint folder)`` for ``BenchmarkSpec``. A variant whose checkpoint from
+    the same recipe is already there is not trained again.
+    """
+    from perception.train import TrainOptions, train
+
+    out = []
+    for v in variants:
+        folder = Path(out_dir) / v
+        prov = folder / "provenance.json"
+        recipe = {"steps": steps, "seed": seed, "preset": preset, "split": split,
+                  "dataroot": str(Path(dataroot).resolve())}
+        if prov.is_file():
+            got = json.loads(prov.read_text())
+            if got.get("final") and all(got.get(k) == x for k, x in recipe.items()):
+                out.append((v, str(folder)))
+                continue
+        train(TrainOptions(variant=v, preset_name=preset, dataroot=dataroot, version=version,
+                           split=split, out_dir=str(folder), steps=steps, epochs=None,
+                           seed=seed, cache_dir=cache_dir, save_every=max(steps, 1)))
+        out.append((v, str(folder)))
+    return tuple(out)
+
+
 def quick_severities() -> tuple[int, ...]:
     """``--quick``: one mid severity per corruption."""
     return (MID_SEVERITY,)
@@ -328,7 +364,6 @@ def run_benchmark(
         Every cell (cached or computed now) and the per-variant summary.
 
     """
-    import torch
     from tqdm import tqdm
 
     from perception.pipeline import Pipeline
@@ -361,7 +396,6 @@ def run_benchmark(
         pipes[v] = Pipeline.from_checkpoint(path, device=spec.device)
     need_facts = [v for v in variants if not (facts_dir / f"{v}.json").is_file()]
     if n_todo or need_facts:
-        torch.set_grad_enabled(False)
         # Samples are read once per camera decode reduction (one for every tiny-preset model);
         # a model without cameras takes them as they are decoded for the others.
         cam_r = sorted({training_image_reduction(ds, p.cfg) for p in pipes.values()

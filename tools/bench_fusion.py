@@ -34,12 +34,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="one mid severity (3) per corruption (default data: mini_val)")
     p.add_argument("--checkpoints", type=Path, default=REPO / "perception/checkpoints",
                    help="folder of checkpoint folders, one per variant")
-    p.add_argument("--variants", nargs="*", default=None, help="default: every checkpoint found")
+    p.add_argument("--variants", nargs="*", default=None,
+                   help="default: every checkpoint found (with --train-steps: every variant)")
+    p.add_argument("--train-steps", type=int, default=None, metavar="N",
+                   help="train every variant first, one recipe (the tiny preset), seed "
+                   "(--seed) and budget (N steps), into <out>/checkpoints, and benchmark those")
+    p.add_argument("--train-split", default=None,
+                   help="with --train-steps: training split (default mini_train / train)")
     p.add_argument("--dataroot", default=str(REPO / "data/sim-mini"))
     p.add_argument("--version", default="v1.0-mini")
     p.add_argument("--split", default=None, help="default: mini_val (mini) / val (trainval)")
-    p.add_argument("--corruptions", nargs="*", default=list(CORRUPTION_NAMES),
-                   choices=CORRUPTION_NAMES, metavar="NAME")
+    p.add_argument("--corruptions", nargs="*", default=list(CORRUPTION_NAMES), metavar="NAME",
+                   help="corruptions (eval.corruptions), or a composed fault such as "
+                   "camera_missing@1+lidar_beam_missing@4 (parts applied in order)")
     p.add_argument("--severities", type=int, nargs="*", default=None, choices=(1, 2, 3, 4, 5),
                    help="default 1 2 3 4 5 (3 with --quick)")
     p.add_argument("--seed", type=int, default=0)
@@ -63,15 +70,25 @@ def main(argv: list[str] | None = None) -> int:
         run_benchmark,
         shipped_checkpoints,
         summary_table,
+        train_variants,
     )
+    from perception.config import FUSION_VARIANTS
     from perception.threads import set_cpu_threads
 
     set_cpu_threads(args.threads)
     split = args.split or ("mini_val" if "mini" in args.version else "val")
     severities = tuple(args.severities or (quick_severities() if args.quick else (1, 2, 3, 4, 5)))
     out = args.out or REPO / "outputs/bench_fusion" / f"{'quick' if args.quick else 'full'}_{split}"
+    if args.train_steps:
+        train_split = args.train_split or ("mini_train" if "mini" in args.version else "train")
+        checkpoints = train_variants(
+            args.variants or FUSION_VARIANTS, out / "checkpoints", args.dataroot, args.version,
+            train_split, args.train_steps, seed=args.seed,
+        )
+    else:
+        checkpoints = shipped_checkpoints(args.checkpoints, args.variants)
     spec = BenchmarkSpec(
-        checkpoints=shipped_checkpoints(args.checkpoints, args.variants),
+        checkpoints=checkpoints,
         dataroot=args.dataroot, version=args.version, split=split,
         corruptions=tuple(args.corruptions), severities=severities, seed=args.seed,
         baseline=args.baseline, max_samples=args.max_samples,

@@ -173,3 +173,19 @@ def test_reset_stale_starts_a_folder_of_another_run_afresh(setup):
                           log=lambda s: None, reset_stale=True)
     assert again.computed_cells == len(VARIANTS) * 7
     assert json.loads((root / "stale" / "run.json").read_text())["seed"] == 1
+
+
+def test_train_variants_with_one_recipe(setup, tmp_path):
+    from eval.benchmark import train_variants
+
+    root, spec, _ = setup
+    ck = train_variants(("lidar_only", "lidar_ultrasonic"), tmp_path / "ck", spec.dataroot,
+                        spec.version, "mini_train", steps=2, seed=3, cache_dir=str(tmp_path / "c"))
+    assert [v for v, _ in ck] == ["lidar_only", "lidar_ultrasonic"]
+    for _, folder in ck:
+        prov = json.loads((Path(folder) / "provenance.json").read_text())
+        assert (prov["steps"], prov["seed"], prov["preset"], prov["final"]) == (2, 3, "tiny", True)
+    stamp = (Path(ck[0][1]) / "model.pt").stat().st_mtime_ns
+    train_variants(("lidar_only",), tmp_path / "ck", spec.dataroot, spec.version, "mini_train",
+                   steps=2, seed=3, cache_dir=str(tmp_path / "c"))
+    assert (Path(ck[0][1]) / "model.pt").stat().st_mtime_ns == stamp  # same recipe: reused
