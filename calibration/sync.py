@@ -67,6 +67,33 @@ class TimestampStream:
             return None
         return SyncMatch(self.channel, best, int(t[best]), offset)
 
+    def latest_at_or_before(
+        self, reference_us: int, max_age_us: int | None = None
+    ) -> SyncMatch | None:
+        """The newest frame at or before ``reference_us``: never one from its future.
+
+        This is what a live system has at ``reference_us`` (replay's rule); ``offset_us`` is
+        then ``<= 0`` and ``-offset_us`` is the frame's age.
+
+        Args:
+            reference_us: the tick, microseconds.
+            max_age_us: oldest accepted age (inclusive); None accepts any age.
+
+        Returns:
+            The match, or None when the stream has nothing at or before the tick or its
+            newest such frame is older than ``max_age_us``.
+
+        """
+        t = self.timestamps_us
+        ref = int(reference_us)
+        i = int(np.searchsorted(t, ref, side="right")) - 1
+        if i < 0:
+            return None
+        offset = int(t[i]) - ref
+        if max_age_us is not None and -offset > max_age_us:
+            return None
+        return SyncMatch(self.channel, i, int(t[i]), offset)
+
 
 def sync_to_reference(
     reference_us: int,

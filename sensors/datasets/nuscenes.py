@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.nuscenes import NuScenes
+from nuscenes.utils.splits import create_splits_scenes
 
 from calibration.accumulate import accumulate_sweeps, remove_close
 from calibration.camera import PinholeCamera
@@ -29,14 +30,7 @@ from calibration.rig import SensorRig
 from calibration.sample import Boxes3D, CameraView, CanBusState, SyncedSample
 from calibration.se3 import SE3
 from calibration.sync import TimestampStream
-from sensors.datasets.splits import split_scene_names
-from sensors.readers import (
-    LidarLayout,
-    SensorFileError,
-    read_camera_image,
-    read_lidar_file,
-    read_ultrasonic_file,
-)
+from sensors.readers import read_camera_image, read_lidar_file, read_ultrasonic_file
 from sensors.types import (
     CAMERA_CHANNELS,
     DETECTION_CLASSES,
@@ -72,6 +66,58 @@ class MissingFile:
     token: str
     channel: str
     path: str
+
+
+# The CAN bus as a channel name in ``SensorReading`` (it has no sample_data of its own).
+CAN_BUS_CHANNEL = "CAN_BUS"
+
+
+@dataclass(frozen=True)
+class CausalSync:
+    """Replay's sync rule: every sensor's newest reading at or before the tick, never a later one.
+
+    A reading older than its limit counts as missing. The defaults are one period of the
+    sensor plus jitter: cameras run at 12 Hz (83 ms), ultrasonic at 20 Hz (50 ms), the CAN bus
+    pose message at 50 Hz (20 ms; the nuScenes expansion has occasional gaps).
+
+    Attributes:
+        camera_max_age_us: oldest camera frame accepted, microseconds.
+        ultrasonic_max_age_us: oldest ultrasonic scan accepted.
+        can_bus_max_age_us: oldest CAN bus pose message accepted.
+
+    """
+
+    camera_max_age_us: int = 100_000
+    ultrasonic_max_age_us: int = 75_000
+    can_bus_max_age_us: int = 100_000
+
+
+@dataclass(frozen=True)
+class SensorReading:
+    """Which reading of one sensor a causal tick uses, and how old it is.
+
+    Attributes:
+        channel: sensor channel (``CAN_BUS`` for the CAN bus expansion).
+        sample_data_token: the chosen sample_data (None for the CAN bus, a derived
+            ultrasonic scan, or when nothing was recorded at or before the tick).
+        timestamp_us: the chosen reading's timestamp, or None when there is none.
+        age_us: tick minus reading timestamp (``>= 0``), or None when there is none.
+        max_age_us: the limit it is checked against.
+        derived: True for nuScenes' virtual ultrasonic (computed from the tick's own sweep).
+
+    """
+
+    channel: str
+    sample_data_token: str | None
+    timestamp_us: int | None
+    age_us: int | None
+    max_age_us: int
+    derived: bool = False
+
+    @property
+    def fresh(self) -> bool:
+        """There is a reading and it is no older than ``max_age_us``."""
+        return self.age_us is not None and self.age_us <= self.max_age_us
 
 
 @dataclass(frozen=True)
@@ -158,22 +204,12 @@ class NuScenesDataset:
         io_threads: threads decoding the six cameras while the LiDAR is read (1 = all in
             the calling thread). 2-4 nearly halves the latency per sample on a free
             multi-core machine; keep 1 inside multi-process data loaders.
-        on_sensor_error: ``"mask"`` (default; degrade, do not discard): a corrupt file of one
-            camera, one sweep or the ultrasonic frame is treated like a missing one (the
-            camera / ultrasonic is absent in the presence mask, the sweep is left out of the
-            accumulation; without the reference sweep there is no LiDAR) and recorded in
-            ``sensor_faults`` with file and reason; the sample still loads. ``"raise"``:
-            the reader's ``SensorFileError`` ends the sample.
-        lidar_layout: row layout of every ``LIDAR_TOP`` file whatever its extension
-            (``"nuscenes"``: 5 columns; Lyft and other nuScenes-format datasets store them
-            as ``.bin``); see ``sensors.readers.LIDAR_LAYOUTS``.
 
     Attributes:
         nusc: the devkit's ``NuScenes`` object.
         can_bus: the devkit's ``NuScenesCanBus`` or None when the expansion is absent.
         has_ultrasonic: whether the dataset has a measured ULTRASONIC channel.
         missing_files: every referenced-but-absent sensor file met so far.
-        sensor_faults: every corrupt sensor file masked so far (``on_sensor_error="mask"``).
 
     """
 
@@ -189,15 +225,7 @@ class NuScenesDataset:
         ultrasonic_tolerance_us: int = 50_000,
         can_bus_root: str | Path | None = None,
         io_threads: int = 1,
-        on_sensor_error: str = "mask",
-        lidar_layout: LidarLayout = "nuscenes",
     ) -> None:
-        if on_sensor_error not in ON_SENSOR_ERROR:
-            raise ValueError(
-                f"on_sensor_error must be one of {ON_SENSOR_ERROR}, got {on_sensor_error!r}"
-            )
-        self.on_sensor_error = on_sensor_error
-        self.lidar_layout = lidar_layout
         if num_sweeps < 1:
             raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}")
         self.set_image_reduction(image_reduction)
@@ -224,7 +252,6 @@ class NuScenesDataset:
 
             self.can_bus = NuScenesCanBus(dataroot=str(can_root))
         self.missing_files: list[MissingFile] = []
-        self.sensor_faults: list[SensorFault] = []
         self._pose_cache: dict[str, SE3] = {}
         self._scene_index: dict[str, _SceneIndex] | None = None
         self._can_cache: dict[str, dict[str, list[dict]] | None] = {}
@@ -249,13 +276,14 @@ class NuScenesDataset:
         return [s["token"] for s in sorted(self.nusc.scene, key=lambda s: s["name"])]
 
     def split_scene_tokens(self, split: str) -> list[str]:
-        """Scene tokens of a split present here: a devkit split (``"mini_val"``, ``"train"``,
-        ...) or a custom one from ``<dataroot>/<version>/splits.json`` (as devkit 1.2.0).
+        """Scene tokens of a devkit split (``"mini_val"``, ``"train"``, ...) present here.
 
-        Sorted by scene name. A devkit split with no scene in this dataroot gives an empty list.
+        Sorted by scene name. A split with no scene in this dataroot gives an empty list.
         """
-        known = {s["name"] for s in self.nusc.scene}
-        names = set(split_scene_names(split, self.dataroot, self.version, known))
+        splits = create_splits_scenes()
+        if split not in splits:
+            raise ValueError(f"unknown split {split!r}; the devkit knows {sorted(splits)}")
+        names = set(splits[split])
         return [t for t in self.scene_tokens if self.nusc.get("scene", t)["name"] in names]
 
     def set_image_reduction(self, image_reduction: int) -> None:
@@ -307,21 +335,36 @@ class NuScenesDataset:
         return self._build(lidar_sd, sample_token, cam_tokens, with_boxes=True)
 
     def load_sweep(
-        self, lidar_sample_data_token: str, interpolate_boxes: bool = False
+        self,
+        lidar_sample_data_token: str,
+        interpolate_boxes: bool = False,
+        causal: CausalSync | None = None,
     ) -> SyncedSample:
         """The ``SyncedSample`` of any LIDAR_TOP sweep (for replay at 20 Hz).
 
-        A keyframe sweep gives the same result as ``load_sample``. For other sweeps each
-        camera is the frame nearest in time within ``camera_tolerance_us`` (None otherwise)
-        and ``is_keyframe`` is False. Boxes are None (not annotated) unless
-        ``interpolate_boxes``: then the devkit's ``get_boxes`` interpolation between the
-        bracketing keyframes (linear centre, slerp rotation), with ``num_lidar_pts`` = -1.
+        Without ``causal``, a keyframe sweep gives the same result as ``load_sample``; for
+        other sweeps each camera is the frame nearest in time within ``camera_tolerance_us``
+        (None otherwise; it may be later than the sweep). With ``causal`` (replay), every
+        tick, keyframes included, takes each sensor's newest reading at or before the sweep
+        (``causal_readings``): cameras, ultrasonic and the CAN bus (held, not interpolated)
+        never come from the future, and one older than its ``causal`` limit is missing.
+        ``is_keyframe`` is False for non-key sweeps. Boxes are None (not annotated) for non-key
+        sweeps unless ``interpolate_boxes``: then the devkit's ``get_boxes`` interpolation
+        between the bracketing keyframes (linear centre, slerp rotation), with
+        ``num_lidar_pts`` = -1.
         """
         sd = self.nusc.get("sample_data", lidar_sample_data_token)
         if sd["channel"] != LIDAR_CHANNEL:
             raise ValueError(
                 f"sample_data {lidar_sample_data_token} is {sd['channel']}, not {LIDAR_CHANNEL}"
             )
+        if causal is not None:
+            readings = self.causal_readings(lidar_sample_data_token, causal)
+            cams = {ch: readings[ch].sample_data_token if readings[ch].fresh else None
+                    for ch in CAMERA_CHANNELS}
+            key = bool(sd["is_key_frame"])
+            token = sd["sample_token"] if key else lidar_sample_data_token
+            return self._build(sd, token, cams, key or interpolate_boxes, causal)
         if sd["is_key_frame"]:
             return self.load_sample(sd["sample_token"])
         scene_token = self.nusc.get("sample", sd["sample_token"])["scene_token"]
@@ -332,6 +375,50 @@ class NuScenesDataset:
             match = stream.nearest(sd["timestamp"], self.camera_tolerance_us) if stream else None
             cam_tokens[ch] = index.tokens[ch][match.index] if match else None
         return self._build(sd, lidar_sample_data_token, cam_tokens, with_boxes=interpolate_boxes)
+
+    def causal_readings(
+        self, lidar_sample_data_token: str, causal: CausalSync | None = None
+    ) -> dict[str, SensorReading]:
+        """Each sensor's newest reading at or before a LIDAR_TOP sweep, with its age.
+
+        Keys: the six cameras, ``ULTRASONIC`` and ``CAN_BUS``. A sensor with nothing at or
+        before the tick has ``age_us`` None; one older than its limit is not ``fresh``
+        (``load_sweep(causal=...)`` then treats it as missing). On real nuScenes the ultrasonic
+        ranges are derived from the tick's own sweep (age 0, ``derived``).
+        """
+        causal = causal or CausalSync()
+        sd = self.nusc.get("sample_data", lidar_sample_data_token)
+        ref_us = int(sd["timestamp"])
+        scene_token = self.nusc.get("sample", sd["sample_token"])["scene_token"]
+        index = self._scene(scene_token)
+        out: dict[str, SensorReading] = {}
+        channels = [(ch, causal.camera_max_age_us) for ch in CAMERA_CHANNELS]
+        if self.has_ultrasonic:
+            channels.append((ULTRASONIC_CHANNEL, causal.ultrasonic_max_age_us))
+        else:
+            out[ULTRASONIC_CHANNEL] = SensorReading(
+                ULTRASONIC_CHANNEL, None, ref_us, 0, causal.ultrasonic_max_age_us, derived=True
+            )
+        for ch, limit in channels:
+            stream = index.streams.get(ch)
+            m = stream.latest_at_or_before(ref_us) if stream else None
+            out[ch] = SensorReading(
+                ch,
+                index.tokens[ch][m.index] if m else None,
+                m.timestamp_us if m else None,
+                -m.offset_us if m else None,
+                limit,
+            )
+        can_t = self._can_pose_times(scene_token)
+        i = int(np.searchsorted(can_t, ref_us, side="right")) - 1 if can_t is not None else -1
+        out[CAN_BUS_CHANNEL] = SensorReading(
+            CAN_BUS_CHANNEL,
+            None,
+            int(can_t[i]) if i >= 0 else None,
+            ref_us - int(can_t[i]) if i >= 0 else None,
+            causal.can_bus_max_age_us,
+        )
+        return out
 
     def global_SE3_ego(self, sample_token: str) -> SE3:  # noqa: N802 - frame naming convention
         """Ego pose at the sample's LiDAR timestamp (for writing nuScenes results)."""
@@ -367,6 +454,7 @@ class NuScenesDataset:
         token: str,
         cam_tokens: dict[str, str | None],
         with_boxes: bool,
+        causal: CausalSync | None = None,
     ) -> SyncedSample:
         ref_us = int(lidar_sd["timestamp"])
         sample = self.nusc.get("sample", lidar_sd["sample_token"])
@@ -389,7 +477,7 @@ class NuScenesDataset:
             lidar, ref_points_ego = self._load_lidar(lidar_sd, token, ego_SE3_global)
             cameras = [f and f.result() for f in futures]
 
-        ultrasonic = self._load_ultrasonic(scene_token, ref_us, token, ref_points_ego)
+        ultrasonic = self._load_ultrasonic(scene_token, ref_us, token, ref_points_ego, causal)
         boxes = None
         if with_boxes:
             boxes = (
@@ -408,7 +496,7 @@ class NuScenesDataset:
             ultrasonic=ultrasonic,
             ultrasonic_layout=default_layout(),
             boxes=boxes,
-            can_bus=self._can_state(scene_token, ref_us),
+            can_bus=self._can_state(scene_token, ref_us, causal),
             future_xy_ego_m=future,
             command=driving_command(future),
             is_keyframe=bool(lidar_sd["is_key_frame"]),
@@ -441,13 +529,6 @@ class NuScenesDataset:
         self.missing_files.append(MissingFile(token, channel, str(path)))
         log.warning("%s: %s file missing, treated as absent: %s", token, channel, path)
 
-    def _record_fault(self, token: str, channel: str, path: Path, exc: SensorFileError) -> None:
-        """Record a corrupt file as absent (mask mode), or re-raise it (raise mode)."""
-        if self.on_sensor_error == "raise":
-            raise exc
-        self.sensor_faults.append(SensorFault(token, channel, str(path), str(exc)))
-        log.warning("%s: %s file unreadable, treated as absent: %s", token, channel, exc)
-
     def _load_lidar(
         self, ref_sd: dict, token: str, ego_SE3_global: SE3
     ) -> tuple[LidarSweep | None, np.ndarray]:
@@ -459,15 +540,9 @@ class NuScenesDataset:
                 break
             path = self.dataroot / sd["filename"]
             try:
-                sweep = read_lidar_file(
-                    path, timestamp_us=sd["timestamp"], channel=sd["channel"],
-                    layout=self.lidar_layout,
-                )
-            except (FileNotFoundError, SensorFileError) as exc:
-                if isinstance(exc, SensorFileError):
-                    self._record_fault(token, sd["channel"], path, exc)
-                else:
-                    self._record_missing(token, sd["channel"], path)
+                sweep = read_lidar_file(path, timestamp_us=sd["timestamp"], channel=sd["channel"])
+            except FileNotFoundError:
+                self._record_missing(token, sd["channel"], path)
                 if sd is ref_sd:
                     # Without the reference sweep there is no LiDAR for this tick.
                     return None, np.zeros((0, 3))
@@ -501,9 +576,6 @@ class NuScenesDataset:
         except FileNotFoundError:
             self._record_missing(token, sd["channel"], path)
             return None
-        except SensorFileError as exc:
-            self._record_fault(token, sd["channel"], path, exc)
-            return None
         pose = ref_SE3_cam(
             global_SE3_ego_ref, self._ego_pose(sd["ego_pose_token"]), self._sensor_pose(sd)
         )
@@ -512,7 +584,12 @@ class NuScenesDataset:
         )
 
     def _load_ultrasonic(
-        self, scene_token: str, ref_us: int, token: str, ref_points_ego: np.ndarray
+        self,
+        scene_token: str,
+        ref_us: int,
+        token: str,
+        ref_points_ego: np.ndarray,
+        causal: CausalSync | None = None,
     ) -> UltrasonicScan | None:
         if not self.has_ultrasonic:
             # nuScenes has no ultrasonic sensor: derive it from the reference sweep.
@@ -521,7 +598,7 @@ class NuScenesDataset:
             return virtual_ultrasonic(ref_points_ego, default_layout(), ref_us)
         index = self._scene(scene_token)
         stream = index.streams.get(ULTRASONIC_CHANNEL)
-        match = stream.nearest(ref_us, self.ultrasonic_tolerance_us) if stream else None
+        match = self._pick_ultrasonic(stream, ref_us, causal) if stream else None
         if match is None:
             return None
         sd = self.nusc.get("sample_data", index.tokens[ULTRASONIC_CHANNEL][match.index])
@@ -530,9 +607,6 @@ class NuScenesDataset:
             return read_ultrasonic_file(path, sd["timestamp"], sd["channel"])
         except FileNotFoundError:
             self._record_missing(token, sd["channel"], path)
-            return None
-        except SensorFileError as exc:
-            self._record_fault(token, sd["channel"], path, exc)
             return None
 
     def _boxes(self, sample: dict, ego_SE3_global: SE3) -> Boxes3D:
@@ -645,12 +719,30 @@ class NuScenesDataset:
         self._can_cache[scene_name] = msgs
         return msgs
 
-    def _can_state(self, scene_token: str, ref_us: int) -> CanBusState | None:
+    def _pick_ultrasonic(self, stream: TimestampStream, ref_us: int, causal: CausalSync | None):  # noqa: ANN202
+        if causal is not None:
+            return stream.latest_at_or_before(ref_us, causal.ultrasonic_max_age_us)
+        return stream.nearest(ref_us, self.ultrasonic_tolerance_us)
+
+    def _can_pose_times(self, scene_token: str) -> np.ndarray | None:
+        """Timestamps of the scene's CAN bus ``pose`` messages, or None without them."""
+        if self.can_bus is None:
+            return None
+        msgs = self._can_messages(self.nusc.get("scene", scene_token)["name"])
+        if msgs is None:
+            return None
+        return np.array([m["utime"] for m in msgs["pose"]], dtype=np.int64)
+
+    def _can_state(
+        self, scene_token: str, ref_us: int, causal: CausalSync | None = None
+    ) -> CanBusState | None:
         """CAN bus state linearly interpolated at ``ref_us``; None without the expansion.
 
         Speed, yaw rate and acceleration come from the 50 Hz ``pose`` message (ego frame);
         steering from ``steeranglefeedback`` (radians, positive = left) or, when absent, from
-        ``vehicle_monitor`` (degrees).
+        ``vehicle_monitor`` (degrees). With ``causal`` each value is instead the newest
+        message at or before ``ref_us`` (held, never interpolated towards a later one), and the
+        state is None when the newest pose message is older than ``causal.can_bus_max_age_us``.
         """
         if self.can_bus is None:
             return None
@@ -664,7 +756,15 @@ class NuScenesDataset:
         if ref_us < t[0] - 500_000 or ref_us > t[-1] + 500_000:
             return None
 
+        if causal is not None:
+            i = int(np.searchsorted(t, ref_us, side="right")) - 1
+            if i < 0 or ref_us - int(t[i]) > causal.can_bus_max_age_us:
+                return None
+
         def interp(ts: np.ndarray, values: np.ndarray) -> float:
+            if causal is not None:  # zero-order hold: the newest value at or before ref_us
+                j = max(int(np.searchsorted(ts, ref_us, side="right")) - 1, 0)
+                return float(values[j]) if ts[j] <= ref_us else float("nan")
             return float(np.interp(ref_us - ts[0], ts - ts[0], values))
 
         speed = interp(t, np.array([m["vel"][0] for m in pose], np.float64))
