@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from perception.control import ControlConfig, stopping_distance_m
 from sensors.types import DETECTION_CLASSES
 
 HORIZONS_S: tuple[float, ...] = (1.0, 2.0, 3.0)
@@ -348,17 +349,6 @@ def planned_speed_mps(waypoints_xy: np.ndarray, dt_s: float = 0.5) -> np.ndarray
 # ---------------------------------------------------------------------------------- AEB
 
 
-def stopping_distance_m(
-    speed_mps: np.ndarray,
-    decel_mps2: float = 6.0,
-    reaction_time_s: float = 0.2,
-    margin_m: float = 0.5,
-) -> np.ndarray:
-    """Distance to stop from ``speed_mps``: reaction travel + v^2 / 2a + margin, metres."""
-    v = np.abs(np.asarray(speed_mps, np.float64))
-    return v * reaction_time_s + v * v / (2.0 * decel_mps2) + margin_m
-
-
 def in_path_distance_m(
     boxes_xy_wl_yaw: np.ndarray,
     half_width_m: float = EGO_WIDTH_M / 2 + 0.25,
@@ -408,9 +398,7 @@ def aeb_metrics(
     fired: np.ndarray,
     obstacle_distance_m: np.ndarray,
     speed_mps: np.ndarray,
-    decel_mps2: float = 6.0,
-    reaction_time_s: float = 0.2,
-    margin_m: float = 0.5,
+    control: ControlConfig | None = None,
 ) -> AebMetrics:
     """AEB precision/recall: "needed" when the in-path obstacle is inside stopping distance.
 
@@ -418,15 +406,16 @@ def aeb_metrics(
         fired: (N,) bool, AEB triggered at that sample.
         obstacle_distance_m: (N,) ground-truth free distance ahead (:func:`in_path_distance_m`).
         speed_mps: (N,) ego speed (CAN bus, or from ego poses).
-        decel_mps2: braking deceleration assumed for the stopping distance.
-        reaction_time_s: latency folded into the stopping distance.
-        margin_m: distance to keep after stopping.
+        control: the controller's configuration (default ``ControlConfig()``): "needed" uses
+            its stopping distance (``perception.control.stopping_distance_m``), so the metric
+            and the controller agree on when braking is due.
 
     """
     f = np.asarray(fired, bool)
-    need = np.asarray(obstacle_distance_m, np.float64) < stopping_distance_m(
-        speed_mps, decel_mps2, reaction_time_s, margin_m
+    stop_m = stopping_distance_m(
+        np.asarray(speed_mps, np.float64), control if control is not None else ControlConfig()
     )
+    need = np.asarray(obstacle_distance_m, np.float64) < stop_m
     tp = int((f & need).sum())
     fp = int((f & ~need).sum())
     n_need, n_fired, n_not = int(need.sum()), int(f.sum()), int((~need).sum())
@@ -462,7 +451,7 @@ def nuscenes_future_boxes(
         Per step, (M, 5) [x, y, width, length, yaw] or None.
 
     """
-    from eval.detection.config import CATEGORY_TO_DETECTION_CLASS
+    from sensors.types import CATEGORY_TO_DETECTION_CLASS
 
     def ego_pose(sample: dict) -> tuple[np.ndarray, np.ndarray]:
         sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
 from calibration.sample import Boxes3D
+from calibration.ultrasonic_layout import FRONT_BUMPER_X_M, HALF_WIDTH_M, UltrasonicLayout
 from perception.types import ControlCommand
 from sensors.types import UltrasonicScan
-from sensors.ultrasonic_layout import FRONT_BUMPER_X_M, HALF_WIDTH_M, UltrasonicLayout
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,24 @@ class ControlConfig:
     aeb_ultrasonic_max_speed_mps: float = 3.0
 
 
-def stopping_distance_m(speed_mps: float, cfg: ControlConfig) -> float:
-    """Distance needed to stop from ``speed_mps``, plus the safety margin, metres."""
-    v = abs(speed_mps)
-    return v * cfg.reaction_time_s + v * v / (2.0 * cfg.aeb_decel_mps2) + cfg.margin_m
+@overload
+def stopping_distance_m(speed_mps: float, cfg: ControlConfig = ...) -> float: ...
+@overload
+def stopping_distance_m(speed_mps: np.ndarray, cfg: ControlConfig = ...) -> np.ndarray: ...
+
+
+def stopping_distance_m(
+    speed_mps: float | np.ndarray, cfg: ControlConfig = ControlConfig()  # noqa: B008 - frozen
+) -> float | np.ndarray:
+    """Distance needed to stop from ``speed_mps``, plus the safety margin, metres.
+
+    ``v * t_react + v^2 / (2 * a_brake) + margin``: the one definition, used by the AEB
+    controller and by the AEB metric (``eval.planning.aeb_metrics``), so the metric's
+    "braking was needed" is the controller's own rule. Scalars give a float, arrays an array.
+    """
+    v = np.abs(np.asarray(speed_mps, np.float64))
+    d = v * cfg.reaction_time_s + v * v / (2.0 * cfg.aeb_decel_mps2) + cfg.margin_m
+    return float(d) if d.ndim == 0 else d
 
 
 def _polyline(trajectory: np.ndarray, min_length_m: float) -> np.ndarray:

@@ -31,7 +31,7 @@ class SampleArrays:
         us_yaw_rad: (12,) float32 sensor boresights.
         us_half_fov_rad / us_max_range_m: cone geometry.
         presence: (3,) bool in ``MODALITY_ORDER``.
-        command: 0 right, 1 left, 2 straight.
+        command: ``sensors.types.DrivingCommand`` value (0 right, 1 left, 2 straight).
         ego_status: (2,) float32 [speed m/s, yaw rate rad/s] (zeros when the CAN bus is absent).
         heatmap: (num_classes, H, W) float32 Gaussian targets (grouped class order) or empty.
         reg_index: (G, K) int64 flat cell index per object slot.

@@ -7,7 +7,7 @@ mutates another's input. Points are row-major ``(N, C)``; timestamps are integer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 
 import numpy as np
 
@@ -37,6 +37,49 @@ DETECTION_CLASSES: tuple[str, ...] = (
     "traffic_cone",
     "barrier",
 )
+# nuScenes category -> detection class (the devkit's mapping; categories not listed are not
+# evaluated). Readers, the evaluation and the simulator all take the taxonomy from here.
+CATEGORY_TO_DETECTION_CLASS: dict[str, str] = {
+    "movable_object.barrier": "barrier",
+    "vehicle.bicycle": "bicycle",
+    "vehicle.bus.bendy": "bus",
+    "vehicle.bus.rigid": "bus",
+    "vehicle.car": "car",
+    "vehicle.construction": "construction_vehicle",
+    "vehicle.motorcycle": "motorcycle",
+    "human.pedestrian.adult": "pedestrian",
+    "human.pedestrian.child": "pedestrian",
+    "human.pedestrian.construction_worker": "pedestrian",
+    "human.pedestrian.police_officer": "pedestrian",
+    "movable_object.trafficcone": "traffic_cone",
+    "vehicle.trailer": "trailer",
+    "vehicle.truck": "truck",
+}
+# Detection class -> the one category a writer of annotations uses for it (the simulator).
+DETECTION_CLASS_CATEGORY: dict[str, str] = {
+    "car": "vehicle.car",
+    "truck": "vehicle.truck",
+    "bus": "vehicle.bus.rigid",
+    "trailer": "vehicle.trailer",
+    "construction_vehicle": "vehicle.construction",
+    "pedestrian": "human.pedestrian.adult",
+    "motorcycle": "vehicle.motorcycle",
+    "bicycle": "vehicle.bicycle",
+    "traffic_cone": "movable_object.trafficcone",
+    "barrier": "movable_object.barrier",
+}
+
+
+class DrivingCommand(IntEnum):
+    """High-level route command of a sample (the planning head's one-hot input).
+
+    An ``IntEnum``: the integer values are what checkpoints were trained with and what the
+    ``.npz`` caches hold.
+    """
+
+    RIGHT = 0
+    LEFT = 1
+    STRAIGHT = 2
 
 
 class Modality(str, Enum):

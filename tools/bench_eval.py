@@ -69,7 +69,7 @@ def build_database(workdir: Path, samples: int) -> Path:
 
 def build_results(workdir: Path, root: Path, boxes: int, seed: int = 0) -> Path:
     """A results file with exactly ``boxes`` predictions per sample (cached)."""
-    from eval.detection.config import CATEGORY_TO_DETECTION_CLASS
+    from sensors.types import CATEGORY_TO_DETECTION_CLASS
 
     path = workdir / f"results_{root.name}_{boxes}.json"
     if path.is_file():

@@ -54,24 +54,6 @@ HALF_PERIOD_YAW_CLASSES: frozenset[str] = frozenset({"barrier"})
 BIKE_RACK_CATEGORY = "static_object.bicycle_rack"
 BIKE_RACK_FILTERED_CLASSES: frozenset[str] = frozenset({"bicycle", "motorcycle"})
 
-# nuScenes category -> detection class (categories not listed are not evaluated).
-CATEGORY_TO_DETECTION_CLASS: dict[str, str] = {
-    "movable_object.barrier": "barrier",
-    "vehicle.bicycle": "bicycle",
-    "vehicle.bus.bendy": "bus",
-    "vehicle.bus.rigid": "bus",
-    "vehicle.car": "car",
-    "vehicle.construction": "construction_vehicle",
-    "vehicle.motorcycle": "motorcycle",
-    "human.pedestrian.adult": "pedestrian",
-    "human.pedestrian.child": "pedestrian",
-    "human.pedestrian.construction_worker": "pedestrian",
-    "human.pedestrian.police_officer": "pedestrian",
-    "movable_object.trafficcone": "traffic_cone",
-    "vehicle.trailer": "trailer",
-    "vehicle.truck": "truck",
-}
-
 # Number of points the precision/recall curves are resampled onto (recall 0, 0.01, .., 1).
 CURVE_POINTS = 101
 

@@ -28,6 +28,7 @@ from eval.detection.metrics import (
     summarize,
     tp_error,
 )
+from sensors.scene_description import Condition, parse_scene_description
 from sensors.types import DETECTION_CLASSES
 
 
@@ -208,37 +209,39 @@ def evaluate_detections(
     return summary
 
 
-# Words of a scene description that name a driving condition. nuScenes writes them into the
-# free-text descriptions ("Night, parking lot, ...", "Rain, ..."), and so does our simulator;
-# the usual robustness breakdown (rain / night vs the rest) is a keyword match on them.
-CONDITION_KEYWORDS: tuple[str, ...] = ("rain", "night", "fog")
+# The usual robustness breakdown: rain / night (/ fog, simulator only) vs the rest. The
+# conditions come from the scene descriptions, parsed once (``sensors.scene_description``).
+ADVERSE_CONDITIONS: tuple[Condition, ...] = (Condition.RAIN, Condition.NIGHT, Condition.FOG)
 OTHER_CONDITION = "other"
 
 
 def scene_conditions(
     nusc,  # noqa: ANN001 - a nuscenes.NuScenes
     sample_tokens: list[str],
-    keywords: tuple[str, ...] = CONDITION_KEYWORDS,
+    conditions: tuple[Condition, ...] = ADVERSE_CONDITIONS,
 ) -> dict[str, list[str]]:
-    """Group samples by the condition words in their scene's description.
+    """Group samples by the driving conditions of their scene.
 
-    A sample goes to every keyword its (lower-cased) scene description contains, and to
-    ``"other"`` when it contains none (clear daylight); groups with no sample are left out.
+    A sample goes to every one of ``conditions`` its scene description names (a nuScenes
+    scene can be rainy and at night), and to ``"other"`` when it names none of them (clear
+    daylight); groups with no sample are left out.
 
     Args:
         nusc: the loaded database.
         sample_tokens: the samples to group.
-        keywords: lower-case words to look for.
+        conditions: the conditions to give a group of their own.
 
     Returns:
-        Group name -> sample tokens, in ``sample_tokens`` order; keywords first, then "other".
+        Group name (the condition's value, or "other") -> sample tokens, in
+        ``sample_tokens`` order; ``conditions`` first, then "other".
 
     """
-    description = {s["token"]: s["description"].lower() for s in nusc.scene}
-    groups: dict[str, list[str]] = {k: [] for k in (*keywords, OTHER_CONDITION)}
+    tags = {s["token"]: parse_scene_description(s["description"]) for s in nusc.scene}
+    groups: dict[str, list[str]] = {k: [] for k in (*(c.value for c in conditions),
+                                                    OTHER_CONDITION)}
     for tok in sample_tokens:
-        text = description[nusc.get("sample", tok)["scene_token"]]
-        hits = [k for k in keywords if k in text]
+        found = tags[nusc.get("sample", tok)["scene_token"]].conditions
+        hits = [c.value for c in conditions if c in found]
         for k in hits or [OTHER_CONDITION]:
             groups[k].append(tok)
     return {k: v for k, v in groups.items() if v}
@@ -257,11 +260,11 @@ def _condition_groups(
     meta: dict,
     sample_tokens: list[str],
     config: DetectionConfig,
-    keywords: tuple[str, ...],
+    conditions: tuple[Condition, ...],
 ) -> dict[str, tuple[int, DetectionMetricsSummary]]:
     """Score already loaded and filtered boxes on each condition group of their samples."""
     groups = {}
-    for name, tokens in scene_conditions(nusc, sample_tokens, keywords).items():
+    for name, tokens in scene_conditions(nusc, sample_tokens, conditions).items():
         wanted = set(tokens)
         groups[name] = (
             len(tokens),
@@ -275,7 +278,7 @@ def evaluate_with_conditions(
     results: dict | str | Path,
     eval_set: str,
     config: DetectionConfig | None = None,
-    keywords: tuple[str, ...] = CONDITION_KEYWORDS,
+    conditions: tuple[Condition, ...] = ADVERSE_CONDITIONS,
     verbose: bool = False,
 ) -> tuple[DetectionMetricsSummary, dict[str, tuple[int, DetectionMetricsSummary]]]:
     """The whole split's metrics and each condition group's (``evaluate_by_condition``), from
@@ -284,7 +287,7 @@ def evaluate_with_conditions(
     config = config or default_config()
     gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
     whole = evaluate_boxes(gt, pred, config, meta, verbose)
-    return whole, _condition_groups(nusc, gt, pred, meta, sample_tokens, config, keywords)
+    return whole, _condition_groups(nusc, gt, pred, meta, sample_tokens, config, conditions)
 
 
 def evaluate_by_condition(
@@ -292,7 +295,7 @@ def evaluate_by_condition(
     results: dict | str | Path,
     eval_set: str,
     config: DetectionConfig | None = None,
-    keywords: tuple[str, ...] = CONDITION_KEYWORDS,
+    conditions: tuple[Condition, ...] = ADVERSE_CONDITIONS,
     verbose: bool = False,
 ) -> dict[str, tuple[int, DetectionMetricsSummary]]:
     """The official metrics of ``results`` on each condition group of ``eval_set``.
@@ -307,7 +310,7 @@ def evaluate_by_condition(
     """
     config = config or default_config()
     gt, pred, meta, sample_tokens = _load_filtered(nusc, results, eval_set, config, verbose)
-    return _condition_groups(nusc, gt, pred, meta, sample_tokens, config, keywords)
+    return _condition_groups(nusc, gt, pred, meta, sample_tokens, config, conditions)
 
 
 def write_metrics(summary: DetectionMetricsSummary, output_dir: str | Path) -> dict[str, Path]:

@@ -23,7 +23,6 @@ from eval.detection.config import (
     ATTRIBUTE_NAMES,
     BIKE_RACK_CATEGORY,
     BIKE_RACK_FILTERED_CLASSES,
-    CATEGORY_TO_DETECTION_CLASS,
     DetectionConfig,
 )
 from eval.detection.data import EvalBoxSet
@@ -40,7 +39,7 @@ from eval.detection.fastjson import (
     pack_names,
     parse_entries,
 )
-from sensors.types import DETECTION_CLASSES
+from sensors.types import CATEGORY_TO_DETECTION_CLASS, DETECTION_CLASSES
 
 CLASS_TO_ID: dict[str, int] = {c: i for i, c in enumerate(DETECTION_CLASSES)}
 ATTRIBUTE_TO_ID: dict[str, int] = {a: i for i, a in enumerate(ATTRIBUTE_NAMES)}

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from eval.detection.config import ATTRIBUTE_NAMES, CATEGORY_TO_DETECTION_CLASS
+from eval.detection.config import ATTRIBUTE_NAMES
+from sensors.types import CATEGORY_TO_DETECTION_CLASS
 
 # Category per detection class (first match) and categories the detection task ignores.
 _CATEGORY_OF_CLASS = {}

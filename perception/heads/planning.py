@@ -10,6 +10,7 @@ from torch import nn
 
 from perception.backbones.common import conv_bn_relu
 from perception.config import PlanningConfig
+from sensors.types import DrivingCommand
 
 
 class PlanningHead(nn.Module):
@@ -35,7 +36,8 @@ class PlanningHead(nn.Module):
     ) -> torch.Tensor:
         """Waypoints at +dt .. +T*dt seconds."""
         x = F.adaptive_avg_pool2d(self.conv(bev), self.pool_hw).flatten(1)
-        parts = [x, F.one_hot(command.long().clamp(0, 2), 3).to(x.dtype)]
+        n_cmd = len(DrivingCommand)
+        parts = [x, F.one_hot(command.long().clamp(0, n_cmd - 1), n_cmd).to(x.dtype)]
         if self.cfg.use_ego_status:
             parts.append(ego_status.to(x.dtype))
         out = self.mlp(torch.cat(parts, dim=1)).view(-1, self.cfg.num_waypoints, 2)

@@ -12,22 +12,8 @@ import numpy as np
 
 from sensors.sim.materials import REFLECTIVITY
 
-# Classes, categories, sizes
+# Class sizes
 # ---------------------------------------------------------------------------------------------
-
-# Detection class -> nuScenes category name written to the category table.
-CLASS_CATEGORY: dict[str, str] = {
-    "car": "vehicle.car",
-    "truck": "vehicle.truck",
-    "bus": "vehicle.bus.rigid",
-    "trailer": "vehicle.trailer",
-    "construction_vehicle": "vehicle.construction",
-    "pedestrian": "human.pedestrian.adult",
-    "motorcycle": "vehicle.motorcycle",
-    "bicycle": "vehicle.bicycle",
-    "traffic_cone": "movable_object.trafficcone",
-    "barrier": "movable_object.barrier",
-}
 
 # Mean and spread of (width, length, height), metres, close to nuScenes' per-class statistics.
 CLASS_SIZE: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {

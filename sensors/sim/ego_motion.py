@@ -10,7 +10,6 @@ import numpy as np
 
 from sensors.sim.roads import Path
 
-FRONT_OVERHANG_M = 3.45  # rear axle (ego origin) to front bumper
 
 @dataclass(frozen=True, eq=False)
 class EgoMotion:

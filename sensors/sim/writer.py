@@ -37,13 +37,17 @@ from pyquaternion import Quaternion
 
 from calibration.se3 import SE3
 from sensors.sim import rig
-from sensors.sim.agent_shapes import CLASS_CATEGORY
 from sensors.sim.config import SimConfig
 from sensors.sim.raycast import simulate_lidar, simulate_ultrasonic
 from sensors.sim.render import CameraModel, RenderOutput, lighting_for, render_camera
 from sensors.sim.scenarios import build_world
 from sensors.sim.world import Primitives, World
-from sensors.types import CAMERA_CHANNELS, LIDAR_CHANNEL, ULTRASONIC_CHANNEL
+from sensors.types import (
+    CAMERA_CHANNELS,
+    DETECTION_CLASS_CATEGORY,
+    LIDAR_CHANNEL,
+    ULTRASONIC_CHANNEL,
+)
 from sensors.ultrasonic_layout import default_layout
 
 if TYPE_CHECKING:
@@ -531,7 +535,9 @@ class _SceneWriter:
             self.tables["instance"].append(
                 {
                     "token": self.tok("instance", i),
-                    "category_token": category_token(CLASS_CATEGORY[self.world.agents[i].cls]),
+                    "category_token": category_token(
+                        DETECTION_CLASS_CATEGORY[self.world.agents[i].cls]
+                    ),
                     "nbr_annotations": len(anns),
                     "first_annotation_token": anns[0]["token"],
                     "last_annotation_token": anns[-1]["token"],

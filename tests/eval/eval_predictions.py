@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.detection.config import CATEGORY_TO_DETECTION_CLASS
 from eval.detection.synthetic import write_annotation_tables
+from sensors.types import CATEGORY_TO_DETECTION_CLASS
 
 META = {
     "use_camera": False,

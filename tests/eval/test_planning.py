@@ -19,8 +19,8 @@ from eval.planning import (
     planned_speed_mps,
     planning_metrics,
     rectangles_overlap,
-    stopping_distance_m,
 )
+from perception.control import ControlConfig, stopping_distance_m
 
 
 def test_l2_both_conventions_by_hand():
@@ -119,6 +119,17 @@ def test_aeb_precision_recall():
     boxes = np.array([[12.0, 0.5, 1.8, 4.0, 0.0], [5.0, 6.0, 1.8, 4.0, 0.0]])
     assert in_path_distance_m(boxes) == pytest.approx(10.0 - 4.084 / 2)
     assert in_path_distance_m(boxes[1:]) == math.inf
+
+
+def test_aeb_metric_uses_the_controllers_stopping_distance():
+    # 12 m ahead at 10 m/s: inside the stopping distance of a 3 m/s^2 brake (19.2 m), not of
+    # the default 6 m/s^2 one (10.8 m). The metric must follow the controller's config.
+    speed, dist, fired = np.array([10.0]), np.array([12.0]), np.array([True])
+    assert aeb_metrics(fired, dist, speed).num_needed == 0
+    soft = ControlConfig(aeb_decel_mps2=3.0)
+    assert aeb_metrics(fired, dist, speed, control=soft).num_needed == 1
+    assert stopping_distance_m(10.0, soft) == pytest.approx(2.0 + 100 / 6 + 0.5)
+    assert isinstance(stopping_distance_m(10.0), float)
 
 
 def test_future_boxes_from_nuscenes(nusc):

@@ -4,8 +4,9 @@ right or goes straight once the cross traffic has cleared the junction.
 
 from __future__ import annotations
 
+from calibration.ultrasonic_layout import FRONT_BUMPER_X_M
 from sensors.sim.builder import SceneBuilder
-from sensors.sim.ego_motion import FRONT_OVERHANG_M, plan_speed
+from sensors.sim.ego_motion import plan_speed
 from sensors.sim.roads import URBAN_HALF_M, URBAN_LANE_M
 from sensors.sim.roadside import urban_roadside
 from sensors.sim.scenarios.urban import S_EGO0_M, WORK_SIDE, add_street
@@ -30,7 +31,7 @@ def lay_out(b: SceneBuilder) -> None:
     else:
         wps, radii = [(0.0, -h), (xi + 200.0, -h)], []
     ego_path = b.path(wps, radii)
-    s_stop = xi - URBAN_HALF_M - 2.0 - FRONT_OVERHANG_M
+    s_stop = xi - URBAN_HALF_M - 2.0 - FRONT_BUMPER_X_M
     b.stops.append((s_stop, rng.uniform(1.5, 3.0), 2.5))  # stop sign: hold, go
     b.events.append(f"turn_{turn}")
     ego = plan_speed(ego_path, duration_s, v_cruise, v_cruise * 0.8, b.stops)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from calibration.ultrasonic_layout import FRONT_BUMPER_X_M
 from sensors.sim.agents import PED_WLH, path_traj
 from sensors.sim.builder import SceneBuilder
-from sensors.sim.ego_motion import FRONT_OVERHANG_M, EgoMotion, ego_s_at, plan_speed
+from sensors.sim.ego_motion import EgoMotion, ego_s_at, plan_speed
 from sensors.sim.roads import Road
 from sensors.sim.scenery import work_zone
 
@@ -28,8 +29,8 @@ def lay_out(b: SceneBuilder) -> None:
     # where the front bumper comes to rest (ego path arc length), placed so that the
     # stop happens at ~80% of the scene.
     free = plan_speed(ego_path, duration_s, v_cruise, 0.0, [], a_max=0.8, comfort_decel=1.2)
-    s_end = ego_s_at(free, 0.6 * duration_s) + FRONT_OVERHANG_M
-    b.stops.append((s_end - FRONT_OVERHANG_M + 0.2, np.inf, 1.2))
+    s_end = ego_s_at(free, 0.6 * duration_s) + FRONT_BUMPER_X_M
+    b.stops.append((s_end - FRONT_BUMPER_X_M + 0.2, np.inf, 1.2))
     b.events.append("parking_stop")
     ego = plan_speed(ego_path, duration_s, v_cruise, 0.0, b.stops, a_max=0.8, comfort_decel=1.2)
     b.set_ego(ego)

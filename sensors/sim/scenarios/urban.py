@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from calibration.ultrasonic_layout import FRONT_BUMPER_X_M
 from sensors.sim.builder import SceneBuilder
-from sensors.sim.ego_motion import FRONT_OVERHANG_M, plan_speed
+from sensors.sim.ego_motion import plan_speed
 from sensors.sim.roads import URBAN_HALF_M, URBAN_LANE_M, URBAN_SIDEWALK_M, Path, Road
 from sensors.sim.roadside import urban_roadside
 from sensors.sim.scenery import road_scenery, work_zone
@@ -40,7 +41,7 @@ def drive_to_obstacle(
     t_obs = b.duration_s * rng.uniform(0.45, 0.6)
     s_obs = v_cruise * t_obs + 25.0
     if brake:
-        b.stops.append((s_obs - gap_m - half_length_m - FRONT_OVERHANG_M, np.inf, 6.5))
+        b.stops.append((s_obs - gap_m - half_length_m - FRONT_BUMPER_X_M, np.inf, 6.5))
         b.events.append("emergency_brake")
     ego = plan_speed(ego_path, b.duration_s, v_cruise, v_cruise * rng.uniform(0.6, 1.0), b.stops)
     b.set_ego(ego)
