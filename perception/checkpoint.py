@@ -96,7 +96,7 @@ def _range_problem(name: str, value: Any, where: str) -> str | None:
     return None
 
 
-def _walk_problems(cls: type, data: Any, where: str) -> list[str]:
+def _walk_problems(cls: Any, data: Any, where: str) -> list[str]:
     """Type and range problems of the raw JSON ``data`` of config dataclass ``cls``.
 
     Run on the raw dict, before the dataclasses are built, so that a zero or a string never
