@@ -133,6 +133,32 @@ class UltrasonicConfig:
     channels: int = 8
 
 
+# Sensors whose loss changes which path a fused model runs (perception.experts); the
+# ultrasonic near-field raster is an extra that every path masks on its own.
+PRINCIPAL_MODALITIES: tuple[str, ...] = ("camera", "lidar")
+# Single-sensor variants that can be kept inside a fused model as its fallback experts.
+EXPERT_VARIANTS: tuple[str, ...] = ("camera_only", "lidar_only", "lidar_ultrasonic")
+
+
+@dataclass(frozen=True)
+class FallbackExpertConfig:
+    """A single-sensor model kept inside a fused one and run when a partner sensor is gone.
+
+    It serves the samples whose present principal sensors (camera, LiDAR) are exactly its
+    own (``perception.experts``). Its weights live in the fused checkpoint under
+    ``experts.<variant>.``, except the branches named in ``shared``: those equal the host's
+    (``tools/compose_fallback.py`` compares the tensors), so it reads the host's BEV map.
+
+    Attributes:
+        variant: the model it was composed from, one of ``EXPERT_VARIANTS``.
+        shared: branches (modality names) whose map it takes from the host.
+
+    """
+
+    variant: str
+    shared: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     """How the per-modality BEV maps become one.
@@ -143,6 +169,8 @@ class FusionConfig:
         channels: C of the fused map (and of every per-modality projection).
         per_channel_weights: ``weighted`` only: one softmax weight per modality and channel.
         paint_channels: ``serial`` only: camera feature channels painted onto each point.
+        fallback: experts run instead of the fused path when a principal sensor is missing
+            (empty: the fused path always runs).
 
     """
 
@@ -151,6 +179,7 @@ class FusionConfig:
     channels: int = 32
     per_channel_weights: bool = False
     paint_channels: int = 8
+    fallback: tuple[FallbackExpertConfig, ...] = ()
 
 
 # CenterPoint's nuScenes task groups: classes that share a heatmap head and an NMS pass.
@@ -266,6 +295,18 @@ class ModelConfig:
             raise ValueError(f"ModelConfig {self.name}: bad modalities {self.fusion.modalities}")
         if self.fusion.kind == "serial" and not {"camera", "lidar"} <= set(self.fusion.modalities):
             raise ValueError("serial fusion paints camera features onto LiDAR: needs both")
+        for e in self.fusion.fallback:
+            own = _variant_fusion(e.variant, self.fusion).modalities  # unknown names fail here
+            if e.variant not in EXPERT_VARIANTS or not set(own) < set(self.fusion.modalities):
+                raise ValueError(f"ModelConfig {self.name}: fallback expert {e.variant!r} must be "
+                                 f"one of {EXPERT_VARIANTS} using fewer of its modalities "
+                                 f"{self.fusion.modalities}")
+            if not set(e.shared) <= set(own):
+                raise ValueError(f"ModelConfig {self.name}: fallback expert {e.variant!r} shares "
+                                 f"{e.shared}, not all among its modalities {own}")
+        experts = [e.variant for e in self.fusion.fallback]
+        if len(experts) != len(set(experts)):
+            raise ValueError(f"ModelConfig {self.name}: fallback experts repeat: {experts}")
         known = set(DETECTION_CLASSES)
         grouped = [c for g in self.detection.class_groups for c in g]
         if set(grouped) - known or len(grouped) != len(set(grouped)):
@@ -327,6 +368,16 @@ def _variant_fusion(variant: str, fusion: FusionConfig) -> FusionConfig:
             raise ValueError(f"unknown fusion variant {variant!r}; choose from {FUSION_VARIANTS}")
 
 
+def with_variant(cfg: ModelConfig, variant: str) -> ModelConfig:
+    """``cfg`` (any preset, any sizes) as fusion variant ``variant``, without fallback experts.
+
+    A fallback expert is built from its host's config this way, so it matches the
+    single-sensor checkpoint trained with the same preset.
+    """
+    fusion = replace(_variant_fusion(variant, cfg.fusion), fallback=())
+    return replace(cfg, name=f"{cfg.preset}_{variant}", variant=variant, fusion=fusion)
+
+
 def preset(name: str = "tiny", variant: str = "concat_conv") -> ModelConfig:
     """A named preset (``tiny`` for CPU, ``base`` for GPU) with one of ``FUSION_VARIANTS``.
 
@@ -345,18 +396,16 @@ def preset(name: str = "tiny", variant: str = "concat_conv") -> ModelConfig:
             cfg = _base()
         case _:
             raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
-    return replace(
-        cfg,
-        name=f"{name}_{variant}",
-        preset=name,
-        variant=variant,
-        fusion=_variant_fusion(variant, cfg.fusion),
-    )
+    return with_variant(replace(cfg, preset=name), variant)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a (nested) config dataclass (tuples become lists)."""
     return dataclasses.asdict(cfg)
+
+
+# Fields a config.json written before they existed may lack (they take their default).
+_ADDED_FIELDS: dict[str, set[str]] = {"FusionConfig": {"fallback"}}
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -385,7 +434,8 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
-    missing = sorted(names - set(data))
+    # A field added after checkpoints were shipped, whose default is the old behaviour.
+    missing = sorted(names - set(data) - _ADDED_FIELDS.get(cls.__name__, set()))
     if unknown or missing:
         raise ValueError(
             f"config section {where or cls.__name__} ({cls.__name__}) does not match this "

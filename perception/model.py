@@ -13,6 +13,7 @@ from perception.backbones.lidar import LidarBackbone, gather_paint
 from perception.backbones.ultrasonic import UltrasonicBackbone
 from perception.batch import Batch
 from perception.config import MODALITY_ORDER, ModelConfig
+from perception.experts import FUSED_PATH, branch_name, choose_paths, expert_config, merge_outputs
 from perception.fusion import build_fuser
 from perception.heads import HeadOutputs, Heads
 from perception.heads.losses import (
@@ -56,10 +57,23 @@ class FusionModel(nn.Module):
         self.fuser = build_fuser(cfg, in_ch)
         self.heads = None if self.late else Heads(cfg.fusion.channels, cfg)
         self.task_weighting = TaskWeighting(cfg.loss)
+        # Single-sensor models run instead of the fused path when a principal sensor is
+        # missing (perception.experts); a shared branch is the host's, not a copy.
+        self.experts = nn.ModuleDict()
+        for e in cfg.fusion.fallback:
+            expert = FusionModel(expert_config(cfg, e.variant))
+            for m in e.shared:
+                setattr(expert, m, None)
+            self.experts[e.variant] = expert
+        # Every branch map: the fused ones, then each expert's own (``camera_only.camera``).
+        self.branch_names = self.fused_modalities + tuple(
+            branch_name(e.variant, m) for e in cfg.fusion.fallback
+            for m in self.experts[e.variant].fused_modalities if m not in e.shared
+        )
 
     def forward(self, batch: Batch, watch: Stopwatch | None = None) -> HeadOutputs:
         """Raw head outputs for a batch; ``watch`` collects per-stage times."""
-        bevs, depth_logits = self._branch_maps(batch, self.fused_modalities, watch)
+        bevs, depth_logits = self._branch_maps(batch, self.branch_names, watch)
         out = self.fuse_and_heads(bevs, batch, watch)
         if depth_logits is not None:
             out = dataclasses.replace(out, depth_logits=depth_logits)
@@ -75,23 +89,30 @@ class FusionModel(nn.Module):
         out = {m: frozenset({m}) for m in self.fused_modalities}
         if self.serial and "lidar" in out:
             out["lidar"] = frozenset({"camera", "lidar"})
+        for e in self.cfg.fusion.fallback:  # an expert's own branches read their own sensor
+            inputs = self.experts[e.variant].map_inputs()
+            out |= {branch_name(e.variant, m): x for m, x in inputs.items() if m not in e.shared}
         return out
 
     def branch_maps(
         self, batch: Batch, which: tuple[str, ...], watch: Stopwatch | None = None
     ) -> dict[str, torch.Tensor]:
-        """BEV maps of the named fused branches (names from ``fused_modalities``), exactly
-        as ``forward`` computes them; ``fuse_and_heads`` finishes the forward from them.
+        """BEV maps of the named branches (names from ``branch_names``), exactly as
+        ``forward`` computes them; ``fuse_and_heads`` finishes the forward from them. With
+        fallback experts, a branch no sample's path reads (``needed_branches``) is skipped.
         """
         return self._branch_maps(batch, which, watch)[0]
 
     def _branch_maps(
         self, batch: Batch, which: tuple[str, ...], watch: Stopwatch | None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        unknown = set(which) - set(self.fused_modalities)
+        unknown = set(which) - set(self.branch_names)
         if unknown:
             raise ValueError(f"{self.cfg.name}: no fused branch {sorted(unknown)}; it fuses "
                              f"{self.fused_modalities}")
+        needed = self.needed_branches(batch.presence)
+        own = [n for n in which if n not in self.fused_modalities and n in needed]
+        which = tuple(m for m in which if m in self.fused_modalities and m in needed)
         b = batch.batch_size
         bevs: dict[str, torch.Tensor] = {}
         painted = None
@@ -129,12 +150,48 @@ class FusionModel(nn.Module):
         if self.ultrasonic is not None and "ultrasonic" in which:
             with maybe_stage(watch, "ultrasonic_backbone"):
                 bevs["ultrasonic"] = self.ultrasonic(batch.ultrasonic_raster)
+        if own:  # experts' own branches (never from the host's training feature cache)
+            plain = dataclasses.replace(batch, camera_bev=None, lidar_bev=None)
+            for name in own:
+                variant, m = name.split(".")
+                bevs[name] = self.experts[variant].branch_maps(plain, (m,), watch)[m]
         return bevs, depth_logits
+
+    def needed_branches(self, presence: torch.Tensor) -> frozenset[str]:
+        """Branch maps the paths of these samples read (every fused one when no experts)."""
+        if not self.cfg.fusion.fallback:
+            return frozenset(self.branch_names)
+        choice = choose_paths(self.cfg, presence)
+        need = set(self.fused_modalities) if bool((choice == FUSED_PATH).any()) else set()
+        for i, e in enumerate(self.cfg.fusion.fallback):
+            if bool((choice == i).any()):
+                need |= {m if m in e.shared else branch_name(e.variant, m)
+                         for m in self.experts[e.variant].fused_modalities}
+        return frozenset(need)
 
     def fuse_and_heads(
         self, bevs: dict[str, torch.Tensor], batch: Batch, watch: Stopwatch | None = None
     ) -> HeadOutputs:
-        """Fuser and heads on the branch maps (every name in ``fused_modalities``)."""
+        """Fuser and heads on the branch maps, per sample on the path its presence mask picks
+        (``perception.experts``: the fused path, or a fallback expert on the maps it reads).
+        """
+        if not self.cfg.fusion.fallback:
+            return self._fused_path(bevs, batch, watch)
+        choice = choose_paths(self.cfg, batch.presence)
+        outs = {}
+        for i, e in enumerate(self.cfg.fusion.fallback):
+            if bool((choice == i).any()):
+                expert = self.experts[e.variant]
+                maps = {m: bevs[m if m in e.shared else branch_name(e.variant, m)]
+                        for m in expert.fused_modalities}
+                outs[i] = expert.fuse_and_heads(maps, batch, watch)
+        if not outs or bool((choice == FUSED_PATH).any()):
+            outs[FUSED_PATH] = self._fused_path(bevs, batch, watch)
+        return merge_outputs(outs, choice)
+
+    def _fused_path(
+        self, bevs: dict[str, torch.Tensor], batch: Batch, watch: Stopwatch | None
+    ) -> HeadOutputs:
         if self.late:  # decision-level: a head per modality, mixed by learned weights
             with maybe_stage(watch, "heads"):
                 return self.fuser(bevs, batch.presence, batch.command, batch.ego_status)
@@ -158,8 +215,12 @@ class FusionModel(nn.Module):
         return out
 
     def has_input(self, presence: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: some modality that reaches the fuser is present (else: no detections)."""
-        cols = [MODALITY_ORDER.index(m) for m in self.fused_modalities]
+        """(B,) bool: some modality that reaches the fuser or an expert is present (else: no
+        detections).
+        """
+        used = set(self.fused_modalities)
+        used = used.union(*(x.fused_modalities for x in self.experts.values()))
+        cols = [MODALITY_ORDER.index(m) for m in MODALITY_ORDER if m in used]
         return presence[:, cols].any(dim=1)
 
     def loss(self, out: HeadOutputs, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
