@@ -20,6 +20,9 @@
 #    STAGE2_DROPOUT: LiDAR is dropped rarely, so that the heads mostly learn what the camera
 #    and ultrasonic add to it, yet still work without it.
 # 3) serial (painting changes the LiDAR input) fine-tunes everything from the same start.
+# 4) No training: every fused variant keeps camera_only and lidar_only inside it as fallback
+#    experts (perception.experts), run per sample when the presence mask says its LiDAR or
+#    its cameras are missing; with both present the fused path runs unchanged.
 set -euo pipefail
 DATA=${DATA:-data/sim-trainval}
 VER=${VER:-v1.0-trainval}
@@ -63,3 +66,6 @@ done
 # Stage 3
 $PY tools/train.py --variant serial "${common[@]}" --init-from "$STAGE1/camera_only" \
     "$STAGE1/lidar_only" --steps "$SERIAL_STEPS" --out "$OUT/serial"
+# Stage 4
+$PY tools/compose_fallback.py "$OUT"/{mean,weighted,concat_conv,gated,late,serial} \
+    --experts "$OUT/camera_only" "$OUT/lidar_only"
