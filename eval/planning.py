@@ -21,11 +21,15 @@ without ego status and report both, named as such (:func:`ego_status_ablation`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from perception.control import ControlConfig, stopping_distance_m
 from sensors.types import DETECTION_CLASSES
+
+if TYPE_CHECKING:
+    from nuscenes import NuScenes
 
 HORIZONS_S: tuple[float, ...] = (1.0, 2.0, 3.0)
 # nuScenes ego vehicle (Renault Zoe) footprint used by ST-P3/VAD/UniAD collision checks.
@@ -248,7 +252,11 @@ def ego_status_ablation(
 ) -> dict[str, dict[str, float | int | bool | None]]:
     """The two runs side by side under explicit names, plus the difference (without - with)."""
     a, b = with_status.to_dict(), without_status.to_dict()
-    delta = {k: (b[k] - a[k]) for k in a if isinstance(a[k], float) and isinstance(b.get(k), float)}
+    delta: dict[str, float | int | bool | None] = {}
+    for k, va in a.items():
+        vb = b.get(k)
+        if isinstance(va, float) and isinstance(vb, float):
+            delta[k] = vb - va
     return {
         "with_ego_status": {**a, "ego_status": True},
         "without_ego_status (ablation)": {**b, "ego_status": False},
@@ -436,7 +444,7 @@ OBSTACLE_CLASSES: frozenset[str] = frozenset(DETECTION_CLASSES) - {"traffic_cone
 
 
 def nuscenes_future_boxes(
-    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    nusc: NuScenes,
     sample_token: str,
     num_steps: int = 6,
     dt_s: float = 0.5,
@@ -453,7 +461,7 @@ def nuscenes_future_boxes(
     """
     from sensors.types import CATEGORY_TO_DETECTION_CLASS
 
-    def ego_pose(sample: dict) -> tuple[np.ndarray, np.ndarray]:
+    def ego_pose(sample: dict) -> tuple[np.ndarray, float]:
         sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
         pose = nusc.get("ego_pose", sd["ego_pose_token"])
         w, x, y, z = pose["rotation"]

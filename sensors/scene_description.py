@@ -67,6 +67,7 @@ def parse_scene_description(text: str) -> SceneTags:
 
     """
     tags = {k: v.strip() for k, v in _TAG.findall(text)}
+    conditions: frozenset[Condition]
     if "condition" in tags:
         try:
             cond = Condition(tags["condition"])

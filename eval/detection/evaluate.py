@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import orjson
@@ -31,8 +33,15 @@ from eval.detection.metrics import (
 from sensors.scene_description import Condition, parse_scene_description
 from sensors.types import DETECTION_CLASSES
 
+if TYPE_CHECKING:
+    from nuscenes import NuScenes
 
-def _progress(iterable, verbose: bool, desc: str, total: int | None = None):  # noqa: ANN001, ANN202
+_T = TypeVar("_T")
+
+
+def _progress(
+    iterable: Iterable[_T], verbose: bool, desc: str, total: int | None = None
+) -> Iterable[_T]:
     if not verbose:
         return iterable
     from tqdm import tqdm
@@ -138,7 +147,7 @@ def evaluate_boxes(
 
 
 def _load_filtered(
-    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    nusc: NuScenes,
     results: dict | str | Path,
     eval_set: str,
     config: DetectionConfig,
@@ -172,7 +181,7 @@ def _load_filtered(
 
 
 def evaluate_detections(
-    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    nusc: NuScenes,
     results: dict | str | Path,
     eval_set: str,
     config: DetectionConfig | None = None,
@@ -216,7 +225,7 @@ OTHER_CONDITION = "other"
 
 
 def scene_conditions(
-    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    nusc: NuScenes,
     sample_tokens: list[str],
     conditions: tuple[Condition, ...] = ADVERSE_CONDITIONS,
 ) -> dict[str, list[str]]:
@@ -254,7 +263,7 @@ def _on_samples(boxes: EvalBoxSet, tokens: set[str]) -> EvalBoxSet:
 
 
 def _condition_groups(
-    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    nusc: NuScenes,
     gt: EvalBoxSet,
     pred: EvalBoxSet,
     meta: dict,
@@ -274,7 +283,7 @@ def _condition_groups(
 
 
 def evaluate_with_conditions(
-    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    nusc: NuScenes,
     results: dict | str | Path,
     eval_set: str,
     config: DetectionConfig | None = None,
@@ -291,7 +300,7 @@ def evaluate_with_conditions(
 
 
 def evaluate_by_condition(
-    nusc,  # noqa: ANN001 - a nuscenes.NuScenes
+    nusc: NuScenes,
     results: dict | str | Path,
     eval_set: str,
     config: DetectionConfig | None = None,
