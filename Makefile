@@ -28,7 +28,6 @@ syslibs:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
 
 test: $(STAMP) syslibs
 	$(VENV)/bin/ruff check .
