@@ -377,6 +377,19 @@ def _infinite(
         epoch += 1
 
 
+def provenance_dataroot(dataroot: str | Path) -> str:
+    """The dataroot as ``provenance.json`` records it: relative to the repository when it lies
+    inside it (``data/sim-trainval``), else just its folder name; never the absolute path of
+    the machine that trained (with the version, split and seed recorded beside it, that names
+    the data on any machine).
+    """
+    path = Path(dataroot).resolve()
+    try:
+        return path.relative_to(Path(__file__).resolve().parents[1]).as_posix()
+    except ValueError:
+        return path.name
+
+
 def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     """Train one variant; returns the checkpoint folder.
 
@@ -529,7 +542,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         )
     use_amp = opts.amp and device.type == "cuda"
     provenance = {
-        "dataroot": str(Path(opts.dataroot).resolve()),
+        "dataroot": provenance_dataroot(opts.dataroot),
         "version": opts.version,
         "split": opts.split,
         "num_train_samples": len(data),
