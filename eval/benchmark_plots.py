@@ -21,31 +21,32 @@ def _pyplot():  # noqa: ANN202 - matplotlib.pyplot
 
 
 def robustness_heatmap(result: BenchmarkResult, path: Path) -> Path:
-    """Resilience (corrupted NDS / clean NDS, mean over severities) per variant x corruption."""
+    """Resilience (corrupted NDS / clean NDS, mean over severities): corruption x variant."""
     from eval.benchmark import table_rows
 
     plt = _pyplot()
     spec = result.spec
     rows = table_rows(result)
-    cols = list(spec.corruptions)
-    grid = np.full((len(rows), len(cols)), np.nan)
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
+    corr = list(spec.corruptions)
+    grid = np.full((len(corr), len(rows)), np.nan)
+    for j, r in enumerate(rows):
+        for i, c in enumerate(corr):
             if r[c] is not None and r["clean_NDS"]:
                 grid[i, j] = r[c] / r["clean_NDS"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(cols) + 2.5), 0.45 * len(rows) + 2.6))
+    fig, ax = plt.subplots(figsize=(0.75 * len(rows) + 3.2, 0.28 * len(corr) + 1.8))
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.1, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
+    ax.set_yticks(range(len(corr)), corr, fontsize=7)
+    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=40, ha="right",
+                  fontsize=7)
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if np.isfinite(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=5.5)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="NDS / clean NDS")
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="NDS / clean NDS")
     ax.set_title(f"Resilience per corruption ({spec.split}, severities "
-                 f"{','.join(map(str, spec.severities))})", fontsize=9)
+                 f"{','.join(map(str, spec.severities))})", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
