@@ -113,3 +113,92 @@ def staged_output_dir(out: Path, owned: Iterable[str]) -> Iterator[Path]:
             os.replace(stage / name, out / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+# ``drivefuse <command>``: (name, what it does) in the order ``drivefuse --help`` lists them.
+# Each command's own ``--help`` names its inputs and outputs.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("make-dataset", "write a synthetic nuScenes-format dataset"),
+    ("bench-eval", "benchmark the detection evaluation against the nuscenes-devkit's"),
+    ("bench-io", "benchmark sample reading (camera decode, LiDAR sweeps) against the devkit"),
+    ("bench-kernels", "benchmark the perception kernels against their peers"),
+    ("bench-model", "per-stage latency and peak memory of every variant"),
+    ("bench-replay", "replay speed per shipped variant (ticks/s, real-time factor)"),
+)
+
+
+def command_main(name: str) -> Callable[..., int | None]:
+    """The ``main`` of ``drivefuse <name>``, imported only when that command runs (no torch
+    import for ``drivefuse --help``).
+
+    Raises:
+        KeyError: ``name`` is not a command.
+
+    """
+    match name:
+        case "make-dataset":
+            from eval.commands.make_dataset import main
+        case "bench-eval":
+            from eval.commands.bench_eval import main
+        case "bench-io":
+            from eval.commands.bench_io import main
+        case "bench-kernels":
+            from eval.commands.bench_kernels import main
+        case "bench-model":
+            from eval.commands.bench_model import main
+        case "bench-replay":
+            from eval.commands.bench_replay import main
+        case _:
+            raise KeyError(name)
+    return main
+
+
+def _usage() -> str:
+    width = max(len(n) for n, _ in COMMANDS)
+    lines = [f"  {n:<{width}}  {what}" for n, what in COMMANDS]
+    return (
+        "usage: drivefuse <command> [options]   (drivefuse <command> --help for its inputs "
+        "and outputs)\n\nMulti-sensor BEV fusion perception: datasets, training, evaluation, "
+        "replay, benchmarks.\n\ncommands:\n" + "\n".join(lines) + "\n\n"
+        f"Bad input prints one 'drivefuse <command>: error: ...' line and exits "
+        f"{EXIT_BAD_INPUT}; {DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``drivefuse`` console script: dispatch ``drivefuse <command> ...`` to its ``main``.
+
+    Args:
+        argv: the arguments after ``drivefuse`` (default ``sys.argv[1:]``).
+
+    Returns:
+        The command's exit code; 0 for ``--help``; 2 for a missing or unknown command.
+
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage(), end="", file=sys.stdout if args else sys.stderr)
+        return 0 if args else EXIT_BAD_INPUT
+    if args[0] == "--version":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"drivefuse {version('drivefuse')}")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            print("drivefuse (not installed)")
+        return 0
+    name, rest = args[0], args[1:]
+    prog = f"drivefuse {name}"
+    try:
+        cmd = command_main(name)
+    except KeyError:
+        known = ", ".join(n for n, _ in COMMANDS)
+        print(f"drivefuse: error: unknown command {name!r} (commands: {known})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # argparse takes its "usage: <prog>" from sys.argv[0]: make it the subcommand.
+    saved = sys.argv
+    sys.argv = [prog, *rest]
+    try:
+        return run_main(cmd, rest, prog=prog)
+    finally:
+        sys.argv = saved
