@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,25 +58,47 @@ def principal_set(modalities: Sequence[str]) -> frozenset[str]:
     return frozenset(m for m in modalities if m in PRINCIPAL_MODALITIES)
 
 
-def choose_paths(host: ModelConfig, presence: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class PathRule:
+    """Which principal sensors the fused path and each fallback expert read (from a config).
+
+    Attributes:
+        fused: the principal sensors of the host.
+        experts: per expert in ``FusionConfig.fallback`` order, its principal sensors.
+
+    """
+
+    fused: frozenset[str]
+    experts: tuple[frozenset[str], ...]
+
+    @staticmethod
+    def of(host: ModelConfig) -> PathRule:
+        """The rule of fused model ``host``."""
+        return PathRule(
+            principal_set(host.fusion.modalities),
+            tuple(principal_set(expert_config(host, e.variant).fusion.modalities)
+                  for e in host.fusion.fallback),
+        )
+
+
+def choose_paths(rule: PathRule, presence: torch.Tensor) -> torch.Tensor:
     """(B,) int64 path per sample: ``FUSED_PATH`` or the index of the expert in
-    ``host.fusion.fallback`` (the first whose principal sensors are exactly those present).
+    ``FusionConfig.fallback`` (the first whose principal sensors are exactly those present).
 
     Args:
-        host: the fused model's config.
+        rule: ``PathRule.of(host config)``.
         presence: (B, 3) bool in ``MODALITY_ORDER``.
 
     """
     choice = torch.full((presence.shape[0],), FUSED_PATH, dtype=torch.int64,
                         device=presence.device)
-    used = principal_set(host.fusion.modalities)
-    cols = {m: presence[:, MODALITY_ORDER.index(m)] for m in used}
-    for i in reversed(range(len(host.fusion.fallback))):  # the first listed wins
-        own = principal_set(expert_config(host, host.fusion.fallback[i].variant).fusion.modalities)
-        if not own or own == used:
+    cols = {m: presence[:, MODALITY_ORDER.index(m)] for m in rule.fused}
+    for i in reversed(range(len(rule.experts))):  # the first listed wins
+        own = rule.experts[i]
+        if not own or own == rule.fused:
             continue
         match = torch.ones_like(choice, dtype=torch.bool)
-        for m in used:
+        for m in rule.fused:
             match &= cols[m] if m in own else ~cols[m]
         choice = torch.where(match, torch.full_like(choice, i), choice)
     return choice

@@ -13,7 +13,14 @@ from perception.backbones.lidar import LidarBackbone, gather_paint
 from perception.backbones.ultrasonic import UltrasonicBackbone
 from perception.batch import Batch
 from perception.config import MODALITY_ORDER, ModelConfig
-from perception.experts import FUSED_PATH, branch_name, choose_paths, expert_config, merge_outputs
+from perception.experts import (
+    FUSED_PATH,
+    PathRule,
+    branch_name,
+    choose_paths,
+    expert_config,
+    merge_outputs,
+)
 from perception.fusion import build_fuser
 from perception.heads import HeadOutputs, Heads
 from perception.heads.losses import (
@@ -65,6 +72,7 @@ class FusionModel(nn.Module):
             for m in e.shared:
                 setattr(expert, m, None)
             self.experts[e.variant] = expert
+        self.path_rule = PathRule.of(cfg)
         # Every branch map: the fused ones, then each expert's own (``camera_only.camera``).
         self.branch_names = self.fused_modalities + tuple(
             branch_name(e.variant, m) for e in cfg.fusion.fallback
@@ -161,7 +169,7 @@ class FusionModel(nn.Module):
         """Branch maps the paths of these samples read (every fused one when no experts)."""
         if not self.cfg.fusion.fallback:
             return frozenset(self.branch_names)
-        choice = choose_paths(self.cfg, presence)
+        choice = choose_paths(self.path_rule, presence)
         need = set(self.fused_modalities) if bool((choice == FUSED_PATH).any()) else set()
         for i, e in enumerate(self.cfg.fusion.fallback):
             if bool((choice == i).any()):
@@ -177,7 +185,7 @@ class FusionModel(nn.Module):
         """
         if not self.cfg.fusion.fallback:
             return self._fused_path(bevs, batch, watch)
-        choice = choose_paths(self.cfg, batch.presence)
+        choice = choose_paths(self.path_rule, batch.presence)
         outs = {}
         for i, e in enumerate(self.cfg.fusion.fallback):
             if bool((choice == i).any()):

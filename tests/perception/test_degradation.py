@@ -23,7 +23,7 @@ from perception.checkpoint import (
     save_checkpoint,
 )
 from perception.config import FallbackExpertConfig, config_from_dict, config_to_dict
-from perception.experts import FUSED_PATH, choose_paths, compose_fallback
+from perception.experts import FUSED_PATH, PathRule, choose_paths, compose_fallback
 from perception.model import build_model
 from perception.prepare import prepare_sample
 
@@ -142,7 +142,7 @@ def test_presence_not_zeros_selects_the_path(variant, composed, singles, arrays)
     stale_lidar = replace(arrays.without(("lidar",)), points=arrays.points * 3.0)
     batch = collate([black, no_points, stale_cam, stale_lidar], cfg)
     clean_absent = collate([arrays.without(("camera",)), arrays.without(("lidar",))], cfg)
-    assert choose_paths(cfg, batch.presence).tolist() == [FUSED_PATH, FUSED_PATH, 1, 0]
+    assert choose_paths(PathRule.of(cfg), batch.presence).tolist() == [FUSED_PATH, FUSED_PATH, 1, 0]
     with torch.no_grad():
         got = model(batch)
         fused = host(batch)
