@@ -27,6 +27,9 @@ from perception.model import FusionModel, build_model
 WEIGHTS_NAME = "model.pt"
 CONFIG_NAME = "config.json"
 PROVENANCE_NAME = "provenance.json"
+# The shipped checkpoints live inside the package (package data), so a variant name resolves
+# the same way in a checkout, an editable install and an installed wheel.
+SHIPPED_CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 
 class CheckpointError(ValueError):
@@ -193,9 +196,44 @@ def resolve_checkpoint_dir(path: Path | str) -> Path:
     return d
 
 
+def shipped_variants() -> tuple[str, ...]:
+    """Names of the checkpoints shipped with the package (folders holding a ``model.pt``)."""
+    if not SHIPPED_CHECKPOINTS_DIR.is_dir():
+        return ()
+    return tuple(sorted(
+        d.name for d in SHIPPED_CHECKPOINTS_DIR.iterdir() if (d / WEIGHTS_NAME).is_file()
+    ))
+
+
+def resolve_checkpoint(name_or_path: Path | str) -> Path:
+    """The checkpoint folder for a path (folder or ``model.pt``) or a shipped variant name.
+
+    An existing path always wins (a local folder named ``gated`` is that folder); otherwise
+    a bare name (no path separator) is looked up among the shipped checkpoints, which works
+    from any working directory and in an installed package.
+
+    Raises:
+        FileNotFoundError: an existing path lacking ``model.pt`` or ``config.json`` (names
+            the file), or neither a path nor a shipped variant (lists the variants).
+
+    """
+    p = Path(name_or_path)
+    if p.exists():
+        return resolve_checkpoint_dir(p)
+    text = str(name_or_path)
+    if text and "/" not in text and "\\" not in text and text not in (".", ".."):
+        shipped = SHIPPED_CHECKPOINTS_DIR / text
+        if (shipped / WEIGHTS_NAME).is_file():
+            return resolve_checkpoint_dir(shipped)
+    raise FileNotFoundError(
+        f"checkpoint {text!r}: no such file or folder, nor a shipped variant (shipped: "
+        f"{', '.join(shipped_variants()) or 'none found in ' + str(SHIPPED_CHECKPOINTS_DIR)})"
+    )
+
+
 def load_config(path: Path | str) -> ModelConfig:
-    """The ``ModelConfig`` stored with a checkpoint."""
-    d = resolve_checkpoint_dir(path)
+    """The ``ModelConfig`` stored with a checkpoint (folder, ``model.pt`` or variant name)."""
+    d = resolve_checkpoint(path)
     try:
         data = orjson.loads((d / CONFIG_NAME).read_bytes())
     except orjson.JSONDecodeError as e:
@@ -217,7 +255,7 @@ def load_config(path: Path | str) -> ModelConfig:
 
 def load_provenance(path: Path | str) -> dict[str, Any]:
     """The provenance JSON of a checkpoint (empty when absent)."""
-    d = resolve_checkpoint_dir(path)
+    d = resolve_checkpoint(path)
     f = d / PROVENANCE_NAME
     return orjson.loads(f.read_bytes()) if f.is_file() else {}
 
@@ -295,14 +333,14 @@ def load_checkpoint(
     """Model + config from a checkpoint folder.
 
     Args:
-        path: the folder (or its ``model.pt``).
+        path: the folder (or its ``model.pt``), or a shipped variant name (``"gated"``).
         cfg: expected config; when given, it must equal the stored one.
 
     Returns:
         ``(model in eval mode on CPU, config)``.
 
     """
-    d = resolve_checkpoint_dir(path)
+    d = resolve_checkpoint(path)
     stored = load_config(d)
     if cfg is not None and cfg != stored:
         diff = [
