@@ -225,9 +225,10 @@ def resolve_checkpoint(name_or_path: Path | str) -> Path:
         shipped = SHIPPED_CHECKPOINTS_DIR / text
         if (shipped / WEIGHTS_NAME).is_file():
             return resolve_checkpoint_dir(shipped)
+    shipped_names = ", ".join(shipped_variants()) or f"none in {SHIPPED_CHECKPOINTS_DIR}"
     raise FileNotFoundError(
-        f"checkpoint {text!r}: no such file or folder, nor a shipped variant (shipped: "
-        f"{', '.join(shipped_variants()) or 'none found in ' + str(SHIPPED_CHECKPOINTS_DIR)})"
+        f"checkpoint {text}: missing {WEIGHTS_NAME} (no such file or folder, nor a shipped "
+        f"variant; shipped: {shipped_names})"
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from calibration.sample import SyncedSample
+from perception.backbones.camera_decode import decoded_like_training
 from perception.batch import collate
 from perception.checkpoint import load_checkpoint
 from perception.config import MODALITY_ORDER, ModelConfig
@@ -45,7 +46,9 @@ class Pipeline:
     def from_checkpoint(
         cls, path: Path | str, device: str | torch.device | None = None
     ) -> Pipeline:
-        """Load a checkpoint folder (or its ``model.pt``) written by ``tools/train.py``."""
+        """Load a checkpoint folder (or its ``model.pt``) written by ``drivefuse train``, or a
+        shipped variant by name (``"gated"``).
+        """
         model, cfg = load_checkpoint(path)
         return cls(model, cfg, device)
 
@@ -70,7 +73,9 @@ class Pipeline:
         """``run``, also returning the branch BEV maps, optionally reusing some of them.
 
         Args:
-            sample: the sample (its CAN bus and ultrasonic feed the control step).
+            sample: the sample (its CAN bus and ultrasonic feed the control step); cameras
+                decoded at another reduction than the model's training one are decoded again
+                at it (``decoded_like_training``).
             arrays: ``prepare_sample(sample, self.cfg, targets=False)`` when already
                 computed (several pipelines with one preprocessing config share it).
             reuse: BEV maps by fused branch name, computed by this pipeline from inputs
@@ -93,6 +98,9 @@ class Pipeline:
         skip = tuple(m for m in MODALITY_ORDER if m not in needed)
         if arrays is None:
             with watch.stage("preprocess"):
+                # The pixels the model was trained on, whatever reduction the caller decoded
+                # at (a camera at another one is decoded again from its file).
+                sample = decoded_like_training(sample, self.cfg)
                 arrays = prepare_sample(sample, self.cfg, targets=False)
         key = None
         if batch_cache is not None:

@@ -41,7 +41,8 @@ def test_an_existing_path_wins_over_a_variant_name(tmp_path, monkeypatch):
 
 def test_unknown_name_and_incomplete_folder_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"'gatd'.*shipped: camera_only, concat_conv"):
+    unknown = r"^checkpoint gatd: missing model\.pt .*shipped: camera_only, concat_conv"
+    with pytest.raises(FileNotFoundError, match=unknown):
         resolve_checkpoint("gatd")
     with pytest.raises(FileNotFoundError, match="nor a shipped variant"):
         resolve_checkpoint("some/where/gated")  # a path that does not exist is not a name
