@@ -80,6 +80,8 @@ def worker(args: argparse.Namespace) -> None:
     else:
         pipe = Pipeline.from_config(preset(args.preset, args.variant), device=device)
     samples, load_ms = _samples(args)
+    if not samples:
+        raise ValueError(f"{args.dataroot}/{args.version}: split {args.split!r} has no samples")
     for s in samples[: args.warmup]:
         pipe.run(s)  # JIT compilation, allocator warm-up
     if device == "cuda":
