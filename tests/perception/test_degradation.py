@@ -5,7 +5,6 @@ presence mask, not zeros in an input, picks the path."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -252,15 +251,11 @@ def test_a_camera_branch_that_differs_from_the_expert_is_not_shared(singles, arr
 
 
 def test_compose_tool_writes_beside_or_over_the_hosts(singles, tmp_path, capsys):
-    import importlib.util
+    from eval.commands.compose_fallback import main  # `drivefuse compose-fallback`
 
     root, experts = singles
     _host("weighted", tmp_path / "in", experts)
-    tool = Path(__file__).resolve().parents[2] / "tools" / "compose_fallback.py"
-    spec = importlib.util.spec_from_file_location("compose_fallback_tool", tool)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.main([str(tmp_path / "in" / "weighted"), "--experts", str(root / "camera_only"),
+    assert main([str(tmp_path / "in" / "weighted"), "--experts", str(root / "camera_only"),
                      "--out-root", str(tmp_path / "out")]) == 0
     assert "weighted -> " in capsys.readouterr().out
     assert [e.variant for e in load_config(tmp_path / "out" / "weighted").fusion.fallback] == [
