@@ -38,6 +38,8 @@ def test_top_level_help_lists_every_command_and_bad_commands_exit_2(capsys):
     assert len(err.strip().splitlines()) == 1
     assert cli.main([]) == cli.EXIT_BAD_INPUT  # no command: the usage, on stderr
     assert "commands:" in capsys.readouterr().err
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("drivefuse ")
 
 
 def test_bad_input_in_a_command_is_one_line_named_after_the_subcommand(tmp_path, capsys):
