@@ -41,6 +41,15 @@ def _stored_hw(image: CameraImage, reduction: int) -> tuple[int, int]:
 def training_decode_reduction(image: CameraImage, cfg: ModelConfig) -> int:
     """The decode reduction ``cfg``'s training cache used for an image of this stored size."""
     current = round(1.0 / image.scale)
+    if current > 1:
+        # A 1/r decode of h rows was stored with (h - 1) * r + 1 .. h * r rows. The choice
+        # only grows with the stored size, so when both ends agree the file is not opened
+        # (the usual case: a sample already decoded like training).
+        h, w = image.height, image.width
+        lo = image_reduction_for(((h - 1) * current + 1, (w - 1) * current + 1),
+                                 cfg.camera.image_hw)
+        if lo == image_reduction_for((h * current, w * current), cfg.camera.image_hw):
+            return lo
     return image_reduction_for(_stored_hw(image, current), cfg.camera.image_hw)
 
 

@@ -68,3 +68,21 @@ def test_nothing_to_decode_returns_the_sample_itself(dataroot):
     assert decoded_like_training(full, load_config("lidar_only")) is full  # no camera branch
     in_code = make_sample(0, image_hw=(225, 400))  # no source file to decode again
     assert decoded_like_training(in_code, cfg) is in_code
+
+
+def test_stored_size_is_read_from_the_file_when_the_reduced_size_is_ambiguous(dataroot):
+    from dataclasses import replace
+
+    cfg = load_config("camera_only")
+    # 450 stored rows at 1/8 are 57; 57 rows at 1/8 could be 449..456 stored, and a 114-row
+    # network input needs the 1/4 decode only from 453 rows up: the header (450) decides 1/2.
+    cfg = replace(cfg, camera=replace(cfg.camera, image_hw=(114, 176)))
+    ds = NuScenesDataset(dataroot, num_sweeps=1, image_reduction=8)
+    sample = ds.load_sample(_tokens(ds)[0])
+    assert sample.cameras[0].image.height == 57
+    assert training_decode_reduction(sample.cameras[0].image, cfg) == 2
+    fixed = decoded_like_training(sample, cfg)
+    want = NuScenesDataset(dataroot, num_sweeps=1, image_reduction=2).load_sample(_tokens(ds)[0])
+    for a, b in zip(fixed.cameras, want.cameras):
+        assert np.array_equal(a.image.image, b.image.image)
+        assert np.array_equal(a.image.intrinsics, b.image.intrinsics)
