@@ -171,6 +171,10 @@ class FusionConfig:
         paint_channels: ``serial`` only: camera feature channels painted onto each point.
         fallback: experts run instead of the fused path when a principal sensor is missing
             (empty: the fused path always runs).
+        missing_as_empty: modalities whose absence the fused path reads as present with an
+            empty input (only ``ultrasonic``: an empty near-field raster, no free and no
+            occupied evidence; what most of the grid holds anyway). Without it, a fuser
+            trained mostly with the ultrasonic present renormalises over one modality fewer.
 
     """
 
@@ -180,6 +184,7 @@ class FusionConfig:
     per_channel_weights: bool = False
     paint_channels: int = 8
     fallback: tuple[FallbackExpertConfig, ...] = ()
+    missing_as_empty: tuple[str, ...] = ()
 
 
 # CenterPoint's nuScenes task groups: classes that share a heatmap head and an NMS pass.
@@ -304,6 +309,12 @@ class ModelConfig:
             if not set(e.shared) <= set(own):
                 raise ValueError(f"ModelConfig {self.name}: fallback expert {e.variant!r} shares "
                                  f"{e.shared}, not all among its modalities {own}")
+        bad = [m for m in self.fusion.missing_as_empty
+               if m != "ultrasonic" or m not in self.fusion.modalities]
+        if bad:
+            raise ValueError(f"ModelConfig {self.name}: missing_as_empty {bad}: only a used "
+                             "ultrasonic can be read as empty (the principal sensors have "
+                             "fallback experts)")
         experts = [e.variant for e in self.fusion.fallback]
         if len(experts) != len(set(experts)):
             raise ValueError(f"ModelConfig {self.name}: fallback experts repeat: {experts}")
@@ -374,7 +385,7 @@ def with_variant(cfg: ModelConfig, variant: str) -> ModelConfig:
     A fallback expert is built from its host's config this way, so it matches the
     single-sensor checkpoint trained with the same preset.
     """
-    fusion = replace(_variant_fusion(variant, cfg.fusion), fallback=())
+    fusion = replace(_variant_fusion(variant, cfg.fusion), fallback=(), missing_as_empty=())
     return replace(cfg, name=f"{cfg.preset}_{variant}", variant=variant, fusion=fusion)
 
 
@@ -405,7 +416,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 # Fields a config.json written before they existed may lack (they take their default).
-_ADDED_FIELDS: dict[str, set[str]] = {"FusionConfig": {"fallback"}}
+_ADDED_FIELDS: dict[str, set[str]] = {"FusionConfig": {"fallback", "missing_as_empty"}}
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

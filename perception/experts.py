@@ -150,7 +150,10 @@ def _digest(path: Path) -> str:
 
 
 def compose_fallback(
-    host_dir: Path | str, expert_dirs: Sequence[Path | str], out_dir: Path | str | None = None
+    host_dir: Path | str,
+    expert_dirs: Sequence[Path | str],
+    out_dir: Path | str | None = None,
+    missing_as_empty: Sequence[str] = (),
 ) -> Path:
     """Write ``host_dir``'s fused checkpoint with the single-sensor checkpoints in
     ``expert_dirs`` kept inside it as fallback experts (replacing any it had).
@@ -165,6 +168,8 @@ def compose_fallback(
         host_dir: a fused checkpoint folder (``mean`` ... ``late``, ``serial``).
         expert_dirs: single-sensor checkpoint folders, in the order they are tried.
         out_dir: where to write (default: over ``host_dir``; its train log stays).
+        missing_as_empty: ``FusionConfig.missing_as_empty`` of the result (``("ultrasonic",)``:
+            a missing ultrasonic is read as an empty raster by the fused path).
 
     Returns:
         The folder written.
@@ -187,7 +192,8 @@ def compose_fallback(
     host_dir = resolve_checkpoint_dir(host_dir)
     out = Path(out_dir) if out_dir is not None else host_dir
     host_cfg = load_config(host_dir)
-    bare = dataclasses.replace(host_cfg, fusion=dataclasses.replace(host_cfg.fusion, fallback=()))
+    bare = dataclasses.replace(host_cfg, fusion=dataclasses.replace(
+        host_cfg.fusion, fallback=(), missing_as_empty=()))
     host_state = {k: v for k, v in read_state_dict(host_dir / WEIGHTS_NAME).items()
                   if not k.startswith("experts.")}
     state = dict(host_state)
@@ -215,8 +221,8 @@ def compose_fallback(
                 state[f"experts.{ecfg.variant}.{k}"] = v
         record[ecfg.variant] = {"checkpoint": str(d), "model_pt_sha1": _digest(d / WEIGHTS_NAME),
                                 "shared_branches": list(shared)}
-    cfg = dataclasses.replace(bare, fusion=dataclasses.replace(bare.fusion,
-                                                               fallback=tuple(experts)))
+    cfg = dataclasses.replace(bare, fusion=dataclasses.replace(
+        bare.fusion, fallback=tuple(experts), missing_as_empty=tuple(missing_as_empty)))
     model = build_model(cfg)  # validates the experts against the host
     tmp = out / ".composed.pt"
     out.mkdir(parents=True, exist_ok=True)
@@ -227,4 +233,5 @@ def compose_fallback(
         tmp.unlink()
     provenance = load_provenance(host_dir)
     provenance["fallback"] = record
+    provenance["missing_as_empty"] = list(missing_as_empty)
     return save_checkpoint(out, model, cfg, provenance)

@@ -156,8 +156,12 @@ class FusionModel(nn.Module):
                     batch.pillars, batch.pillar_coords, batch.pillar_num_points, b, painted
                 )
         if self.ultrasonic is not None and "ultrasonic" in which:
+            raster = batch.ultrasonic_raster
+            if "ultrasonic" in self.cfg.fusion.missing_as_empty:  # absent: empty, whatever it held
+                absent = ~batch.presence[:, MODALITY_ORDER.index("ultrasonic")].view(-1, 1, 1, 1)
+                raster = raster.masked_fill(absent, 0.0)
             with maybe_stage(watch, "ultrasonic_backbone"):
-                bevs["ultrasonic"] = self.ultrasonic(batch.ultrasonic_raster)
+                bevs["ultrasonic"] = self.ultrasonic(raster)
         if own:  # experts' own branches (never from the host's training feature cache)
             plain = dataclasses.replace(batch, camera_bev=None, lidar_bev=None)
             for name in own:
@@ -200,11 +204,16 @@ class FusionModel(nn.Module):
     def _fused_path(
         self, bevs: dict[str, torch.Tensor], batch: Batch, watch: Stopwatch | None
     ) -> HeadOutputs:
+        presence = batch.presence
+        if self.cfg.fusion.missing_as_empty:  # their (empty-input) maps are read as present
+            presence = presence.clone()
+            for m in self.cfg.fusion.missing_as_empty:
+                presence[:, MODALITY_ORDER.index(m)] = True
         if self.late:  # decision-level: a head per modality, mixed by learned weights
             with maybe_stage(watch, "heads"):
-                return self.fuser(bevs, batch.presence, batch.command, batch.ego_status)
+                return self.fuser(bevs, presence, batch.command, batch.ego_status)
         with maybe_stage(watch, "fuser"):
-            fused = self.fuser(bevs, batch.presence)
+            fused = self.fuser(bevs, presence)
         with maybe_stage(watch, "heads"):
             return self.heads(fused, batch.command, batch.ego_status)
 

@@ -22,7 +22,8 @@
 # 3) serial (painting changes the LiDAR input) fine-tunes everything from the same start.
 # 4) No training: every fused variant keeps camera_only and lidar_only inside it as fallback
 #    experts (perception.experts), run per sample when the presence mask says its LiDAR or
-#    its cameras are missing; with both present the fused path runs unchanged.
+#    its cameras are missing; with both present the fused path runs unchanged. A missing
+#    ultrasonic is read as an empty near-field raster (FusionConfig.missing_as_empty).
 set -euo pipefail
 DATA=${DATA:-data/sim-trainval}
 VER=${VER:-v1.0-trainval}
@@ -68,4 +69,4 @@ $PY tools/train.py --variant serial "${common[@]}" --init-from "$STAGE1/camera_o
     "$STAGE1/lidar_only" --steps "$SERIAL_STEPS" --out "$OUT/serial"
 # Stage 4
 $PY tools/compose_fallback.py "$OUT"/{mean,weighted,concat_conv,gated,late,serial} \
-    --experts "$OUT/camera_only" "$OUT/lidar_only"
+    --experts "$OUT/camera_only" "$OUT/lidar_only" --missing-as-empty ultrasonic

@@ -79,7 +79,7 @@ def composed(singles, tmp_path_factory):
     for v in FUSERS:
         host = _host(v, hosts, models)
         d = compose_fallback(hosts / v, [root / "camera_only", root / "lidar_only"],
-                             hosts / f"{v}_fb")
+                             hosts / f"{v}_fb", missing_as_empty=("ultrasonic",))
         model, cfg = load_checkpoint(d)
         out[v] = (host, model, cfg, d)
     return out
@@ -96,7 +96,7 @@ CASES = (
     ((), "fused"),
     (("lidar",), "camera_only"),
     (("camera",), "lidar_only"),
-    (("ultrasonic",), "fused"),
+    (("ultrasonic",), "fused, empty ultrasonic"),
     (("lidar", "ultrasonic"), "camera_only"),
     (("camera", "ultrasonic"), "lidar_only"),
     (("camera", "lidar"), "fused"),
@@ -116,13 +116,18 @@ def test_masked_modality_output_is_exactly_the_degraded_path(variant, composed, 
     host, model, cfg, _ = composed[variant]
     _, experts = singles
     batch = collate([arrays.without(absent) for absent, _ in CASES], cfg)
+    us_present = batch.presence.clone()
+    us_present[:, 2] = True  # the absent ultrasonic's raster is all zero: "present, empty"
     with torch.no_grad():
         got = model(batch)
         want = {"fused": host(batch), "camera_only": experts["camera_only"](batch),
-                "lidar_only": experts["lidar_only"](batch)}
+                "lidar_only": experts["lidar_only"](batch),
+                "fused, empty ultrasonic": host(replace(batch, presence=us_present))}
     for i, (absent, path) in enumerate(CASES):
         assert _equal(_rows(got, i), _rows(want[path], i)), (variant, absent, path)
-        others = [p for p in want if p != path]
+        same_when_us_present = {"fused", "fused, empty ultrasonic"}
+        others = [p for p in want if p != path
+                  and not ({p, path} == same_when_us_present and "ultrasonic" not in absent)]
         # The paths really differ here, so the equality above is not a coincidence.
         assert not any(_equal(_rows(got, i), _rows(want[p], i)) for p in others), (absent, path)
     has = model.has_input(batch.presence)
@@ -149,6 +154,11 @@ def test_presence_not_zeros_selects_the_path(variant, composed, singles, arrays)
         cam_ref = experts["camera_only"](clean_absent)
     assert _equal(_rows(got, 0), _rows(fused, 0))
     assert _equal(_rows(got, 1), _rows(fused, 1))
+    # An absent ultrasonic is read as empty, whatever its raster holds.
+    us_absent = collate([arrays.without(("ultrasonic",))], cfg)
+    stale = replace(us_absent, ultrasonic_raster=torch.rand_like(us_absent.ultrasonic_raster))
+    with torch.no_grad():
+        assert _equal(_rows(model(stale), 0), _rows(model(us_absent), 0))
     torch.testing.assert_close(got.heatmap[2], lidar_ref.heatmap[0])
     torch.testing.assert_close(got.waypoints[2], lidar_ref.waypoints[0])
     torch.testing.assert_close(got.heatmap[3], cam_ref.heatmap[1])
@@ -204,6 +214,9 @@ def test_fallback_config_round_trip_old_files_and_validation(composed, tmp_path)
     old = orjson.loads(orjson.dumps(config_to_dict(micro_config("late"))))
     del old["fusion"]["fallback"]  # a config.json written before the field existed
     assert config_from_dict(old).fusion.fallback == ()
+    assert cfg.fusion.missing_as_empty == ("ultrasonic",)
+    with pytest.raises(ValueError, match=r"missing_as_empty \['lidar'\]: only a used ultrasonic"):
+        replace(cfg, fusion=replace(cfg.fusion, missing_as_empty=("lidar",)))
     with pytest.raises(ValueError, match="fallback expert 'gated' must be one of"):
         replace(cfg, fusion=replace(cfg.fusion, fallback=(FallbackExpertConfig("gated"),)))
     bad = orjson.loads((d / "config.json").read_bytes())
