@@ -268,6 +268,19 @@ def _ticking(units: list, bar: tqdm):  # noqa: ANN202 - a generator of (index, u
         bar.update(1)
 
 
+def _one_thread_per_worker() -> None:
+    """Pool initializer: one compute thread in each forked worker.
+
+    A forked child cannot use the OpenMP thread pool its parent already started (torch's
+    intra-op pool: the first parallel op hangs), and one thread a worker is what a pool of
+    ``workers`` processes on as many cores wants anyway.
+    """
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    if "numba" in sys.modules:
+        sys.modules["numba"].set_num_threads(1)
+
+
 def _run_processes(fn: Callable, units: list, cfg: ExecutorConfig, bar: tqdm) -> list[tuple]:
     import multiprocessing as mp
 
@@ -276,7 +289,8 @@ def _run_processes(fn: Callable, units: list, cfg: ExecutorConfig, bar: tqdm) ->
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(units) or 1))
     outcomes = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=_one_thread_per_worker) as pool:
         futures = {pool.submit(_call_unit, fn, i, u): i for i, u in enumerate(units)}
         for fut in as_completed(futures):
             i = futures[fut]

@@ -5,6 +5,8 @@
                                                               # one mid severity per corruption
     python tools/bench_fusion.py --dataroot data/sim-trainval --version v1.0-trainval \
         --split val --out outputs/bench_fusion/val            # the full run (severities 1-5)
+    python tools/bench_fusion.py --quick --ray --ray-address auto   # chunks of corruptions as
+                                                              # Ray tasks (shared --out folder)
 
 Writes ``<out>/benchmark.md`` (variant x corruption table, robustness summary: mRR, mCE vs
 ``lidar_only``, parameters, latency, peak memory), ``benchmark.json``, ``heatmap.png``,
@@ -61,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help="default outputs/bench_fusion/<quick|full>_<split>")
     p.add_argument("--no-progress", action="store_true")
+    from eval.executor import add_executor_arguments, executor_from_args
+
+    add_executor_arguments(p, workers_help="chunks of corruptions in N local processes "
+                           "(without --ray), or on a local Ray of N CPUs; each chunk does its "
+                           "own clean pass")
     args = p.parse_args(argv)
+    executor = executor_from_args(args, default=None)  # None: one loop in this process
 
     from eval.benchmark import (
         BenchmarkSpec,
@@ -98,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fusion benchmark: {len(spec.variants)} variants x {len(spec.groups())} corruption "
           f"cells + clean = {n_cells} cells on {split} -> {out}", flush=True)
     t0 = time.perf_counter()
-    result = run_benchmark(spec, out, progress=not args.no_progress,
-                           log=lambda s: print(s, flush=True))
+    if executor is None:
+        result = run_benchmark(spec, out, progress=not args.no_progress,
+                               log=lambda s: print(s, flush=True))
+    else:  # the same cells (cell cache shared by the chunks), then the one report pass
+        from eval.sharding import run_benchmark_sharded
+
+        result = run_benchmark_sharded(spec, out, executor, progress=not args.no_progress,
+                                       log=lambda s: print(s, flush=True), threads=args.threads)
     print()
     print(summary_table(result))
     print()

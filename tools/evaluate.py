@@ -10,6 +10,11 @@ Two ways in:
   python tools/evaluate.py --checkpoint perception/checkpoints/tiny --dataroot data/sim \
       --version v1.0-mini --split mini_val
 
+  # the same, one Ray task a scene (--ray: a local Ray; --ray-address auto: the cluster;
+  # add --ray-gpus-per-unit 1 --device cuda on GPU nodes); identical results.json
+  python tools/evaluate.py --checkpoint perception/checkpoints/tiny --dataroot /shared/nuscenes \
+      --version v1.0-trainval --split val --ray --ray-address auto
+
 Outputs in --out: metrics_summary.json and metrics_details.json (the devkit's layouts),
 summary.md, plots/*.png; with --checkpoint also results.json, planning.json and failures.json.
 The numbers equal the nuscenes-devkit's DetectionEval (tests/eval asserts 1e-9).
@@ -37,6 +42,7 @@ from eval.detection import (  # noqa: E402
     write_metrics,
 )
 from eval.detection.report import condition_table, markdown_summary, plot_curves  # noqa: E402
+from eval.executor import add_executor_arguments  # noqa: E402
 
 
 def _load_nusc(dataroot: str, version: str):  # noqa: ANN202
@@ -57,9 +63,12 @@ def run_checkpoint(args: argparse.Namespace, out: Path) -> tuple[object, dict, d
         so the file) and ``sensor_faults`` (inputs masked as absent, with file and reason).
 
     """
+    from eval.executor import executor_from_args
     from eval.runner import run_model
+    from eval.sharding import run_model_sharded
     from sensors.datasets.nuscenes import NuScenesDataset
 
+    executor = executor_from_args(args, default=None)  # None: one loop in this process
     ds = NuScenesDataset(args.dataroot, args.version)
     tokens = ds.split_sample_tokens(args.split)
     if args.max_samples:
@@ -68,14 +77,26 @@ def run_checkpoint(args: argparse.Namespace, out: Path) -> tuple[object, dict, d
             "detections, so the detection metrics are not comparable to a full run",
             file=sys.stderr,
         )
-    run = run_model(
-        args.checkpoint,
-        ds,
-        tokens[: args.max_samples] if args.max_samples else tokens,
-        device=args.device,
-        ego_status_ablation=args.ego_status_ablation,
-        steering_ratio=args.steering_ratio,
-    )
+    selected = tokens[: args.max_samples] if args.max_samples else tokens
+    if executor is None:
+        if args.threads:
+            from perception.threads import set_cpu_threads
+
+            set_cpu_threads(args.threads)
+        run = run_model(
+            args.checkpoint,
+            ds,
+            selected,
+            device=args.device,
+            ego_status_ablation=args.ego_status_ablation,
+            steering_ratio=args.steering_ratio,
+        )
+    else:  # one unit a scene; the merged run equals the loop's (same results.json bytes)
+        run, _ = run_model_sharded(
+            args.checkpoint, ds, selected, executor, device=args.device,
+            ego_status_ablation=args.ego_status_ablation, steering_ratio=args.steering_ratio,
+            threads=args.threads or 1,
+        )
     for tok in tokens[len(run.detections) :]:  # the evaluation needs the whole split
         run.add_empty(tok, ds.global_SE3_ego(tok))
     results = run.write_results(out / "results.json")
@@ -162,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also score each driving condition named in the scene descriptions (rain, night, "
         "fog, other) on its own; writes metrics_by_condition.json",
     )
+    ap.add_argument("--threads", type=int, default=None,
+                    help="--checkpoint: CPU threads (torch and Numba) of the inference; "
+                    "default: all cores in one loop, 1 per unit with --ray/--workers. The "
+                    "float results depend on it: runs are byte-identical at equal --threads")
+    add_executor_arguments(ap, workers_help="--checkpoint: run inference one scene a unit in "
+                           "N local processes (without --ray), or on a local Ray of N CPUs")
     args = ap.parse_args(argv)
     if args.max_failure_rate is not None and not 0.0 <= args.max_failure_rate <= 1.0:
         ap.error(f"--max-failure-rate must be in [0, 1], got {args.max_failure_rate}")

@@ -13,6 +13,12 @@ than its limit counts as missing. Outputs in --out: ticks.jsonl (one line per ti
 and summary.md (latency p50/p95/max per stage, rate, drops, keyframe detection and planning
 metrics), replay.mp4 (--no-video to skip) and replay.mcap (Foxglove; --no-mcap to skip).
 Ctrl-C stops after the current tick and still closes every output and writes the summary.
+
+With --ray (or --workers N) every scene is one unit of work, replayed into its own folder
+<out>/<scene name>/ with the files above, and <out>/scenes.json indexes them:
+
+    python tools/replay.py --dataroot /shared/nuscenes --version v1.0-trainval --split val \
+        --checkpoint gated --out /shared/replay_val --ray --ray-address auto --no-video
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.cli import run_main  # noqa: E402
+from eval.executor import add_executor_arguments, executor_from_args  # noqa: E402
 from eval.replay import ReplayConfig, replay  # noqa: E402
 
 
@@ -50,16 +57,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-sweeps", type=int, default=10, help="LiDAR sweeps accumulated")
     ap.add_argument("--io-threads", type=int, default=1, help="camera decoding threads")
     ap.add_argument("--device", default=None, help="torch device (default: CUDA if present)")
+    add_executor_arguments(ap, workers_help="one scene a unit, each into <out>/<scene name>/: "
+                           "N local processes (without --ray), or a local Ray of N CPUs")
     args = ap.parse_args(argv)
     if not args.scene and not args.split:
         ap.error("give --scene NAME|TOKEN (repeatable) or --split")
-    summary = replay(ReplayConfig(
+    executor = executor_from_args(args, default=None)  # None: one stream into --out
+    cfg = ReplayConfig(
         dataroot=args.dataroot, version=args.version, scenes=tuple(args.scene), split=args.split,
         checkpoint=args.checkpoint, out_dir=args.out, start_s=args.start, end_s=args.end,
         realtime=args.realtime, speed=args.speed, video=not args.no_video,
         mcap=not args.no_mcap, min_score=args.min_score, prefetch=args.prefetch,
         num_sweeps=args.num_sweeps, io_threads=args.io_threads, device=args.device,
-    ))
+    )
+    if executor is not None:
+        from eval.sharding import replay_split
+
+        index = replay_split(cfg, executor)
+        for rec in index["scenes"]:
+            print(f"  {rec['scene']}: {rec['out_dir']}")
+        for f in index["failed"]:
+            print(f"  failed: {f['unit']}: {f['error']}", file=sys.stderr)
+        print(f"  index: {args.out / 'scenes.json'}")
+        return 1 if index["failed"] else 0
+    summary = replay(cfg)
     print(summary.paths["summary_md"].read_text())
     for name, path in summary.paths.items():
         print(f"  {name}: {path}")
