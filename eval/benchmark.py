@@ -172,14 +172,14 @@ def train_variants(
     ``(variant, checkpoint folder)`` for ``BenchmarkSpec``. A variant whose checkpoint from
     the same recipe is already there is not trained again.
     """
-    from perception.train import TrainOptions, train
+    from perception.train import TrainOptions, provenance_dataroot, train
 
     out = []
     for v in variants:
         folder = Path(out_dir) / v
         prov = folder / "provenance.json"
         recipe = {"steps": steps, "seed": seed, "preset": preset, "split": split,
-                  "dataroot": str(Path(dataroot).resolve())}
+                  "dataroot": provenance_dataroot(dataroot)}
         if prov.is_file():
             got = json.loads(prov.read_text())
             if got.get("final") and all(got.get(k) == x for k, x in recipe.items()):
