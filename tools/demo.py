@@ -215,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  wrote {demo_dir / 'detections_cameras.jpg'}, {demo_dir / 'detections_bev.png'}")
 
+    print("[replay] one synthetic val scene tick by tick (20 Hz LiDAR, cameras at 12 Hz)")
+    from eval.replay.demo import replay_demo
+
+    replay_demo(REPO / "data/sim-replay", out / "replay", rows)
+
     md = [
         "# drivefuse demo",
         "",

@@ -221,6 +221,7 @@ def replay(
     counts = {"ok": 0, "failed": 0, "dropped": 0}
     error_ticks: list[dict] = []
     n_errors = 0
+    missing_ticks: dict[str, int] = {}  # channel -> processed ticks without its reading
     lines = JsonLines(paths["ticks"])
     spill = KeyframeSpill(paths["keyframes"])
     video = recorder = None
@@ -264,6 +265,9 @@ def replay(
             except Exception as exc:
                 output_errors.append(f"mcap tick {item.ref.index}: {type(exc).__name__}: {exc}")
         if status != "dropped":
+            for ch, ok in record["present"].items():
+                if not ok:
+                    missing_ticks[ch] = missing_ticks.get(ch, 0) + 1
             lat["outputs"] = (time.perf_counter() - t_out) * 1e3
             lat["tick"] = lat.get("input_wait", 0.0) + (time.perf_counter() - t_tick) * 1e3
             record["latency_ms"] = {k: round(v, 3) for k, v in lat.items()}
@@ -354,7 +358,7 @@ def replay(
                         output_errors.append(f"closing {type(w).__name__}: {exc}")
             data = _summary(cfg, checkpoint, ds, ticks, scenes, handled, counts, wall_s, hz,
                             stats, spill, plan_run, meta, interrupted, n_errors, error_ticks,
-                            output_errors, paths)
+                            output_errors, paths, missing_ticks)
             paths["summary"].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2
                                                       | orjson.OPT_SERIALIZE_NUMPY))
             paths["summary_md"].write_text(summary_markdown(data))
@@ -362,7 +366,8 @@ def replay(
 
 
 def _summary(cfg, checkpoint, ds, ticks, scenes, handled, counts, wall_s, hz, stats, spill,  # noqa: ANN001, ANN202, PLR0913
-             plan_run, meta, interrupted, n_errors, error_ticks, output_errors, paths):
+             plan_run, meta, interrupted, n_errors, error_ticks, output_errors, paths,
+             missing_ticks):
     processed = counts["ok"] + counts["failed"]
     data: dict = {
         "dataroot": str(cfg.dataroot),
@@ -378,6 +383,7 @@ def _summary(cfg, checkpoint, ds, ticks, scenes, handled, counts, wall_s, hz, st
         "failed": counts["failed"],
         "dropped": counts["dropped"],
         "ticks_with_errors": n_errors,
+        "sensor_missing_ticks": missing_ticks,
         "interrupted": bool(interrupted),
         "not_reached": len(ticks) - handled,
         "wall_s": wall_s,
@@ -442,6 +448,8 @@ def summary_markdown(data: dict) -> str:
         f"{data['failed']} failed), {data['dropped']} dropped, {data['not_reached']} not reached"
         + (" (interrupted)" if data["interrupted"] else ""),
         f"- ticks with errors (missing or corrupt sensor data): {data['ticks_with_errors']}",
+        "- processed ticks without a sensor's reading (stale, missing or unreadable): "
+        + (", ".join(f"{k} {v}" for k, v in data["sensor_missing_ticks"].items()) or "none"),
         f"- rate: {f(data['rate_ticks_per_s'])} ticks/s processed, real-time factor "
         f"{f(data['real_time_factor'], 2)} ({f(data['lidar_hz'])} Hz = 1.0), "
         f"wall {f(data['wall_s'])} s",

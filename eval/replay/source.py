@@ -179,7 +179,10 @@ def read_tick(
     except Exception as exc:  # a broken table entry: recorded, the replay goes on
         return TickInput(ref, None, {}, (f"{type(exc).__name__}: {exc}",),
                          (time.perf_counter() - t0) * 1e3)
-    n_missing = len(ds.missing_files)
+    # What the dataset records while loading (missing files; corrupt files it masked, where
+    # it masks them) is this tick's, since only this thread loads.
+    faults = getattr(ds, "sensor_faults", None)
+    n_missing, n_faults = len(ds.missing_files), len(faults) if faults is not None else 0
     sample = None
     try:
         sample = ds.load_sweep(ref.lidar_token, interpolate_boxes=with_gt, causal=causal)
@@ -187,6 +190,8 @@ def read_tick(
         errors.append(f"{type(exc).__name__}: {exc}")
     for m in ds.missing_files[n_missing:]:
         errors.append(f"{m.channel} file missing: {m.path}")
+    for f in (faults or [])[n_faults:]:
+        errors.append(f"{f.channel} file unreadable, left out: {f.path}: {f.reason}")
     jpegs: dict[str, bytes] = {}
     if previous_camera_tokens is not None and sample is not None:
         for ch, view in zip(CAMERA_CHANNELS, sample.cameras):

@@ -152,8 +152,8 @@ def info_panel(record: dict, total_ticks: int, dropped: int) -> np.ndarray:
         lines.append(("  " + "  ".join(f"{k} {lat[k]:.1f}" for k in top), GREY))
     ages = [f"{ch.replace('CAM_', '')} {a:.0f}" for ch, a in record["sensor_age_ms"].items()
             if a is not None and ch != "LIDAR_TOP"]
-    if ages:
-        lines.append(("sensor age ms: " + "  ".join(ages), GREY))
+    for i in range(0, len(ages), 4):  # four per line: the panel is 864 px wide
+        lines.append((("sensor age ms: " if i == 0 else "  ") + "  ".join(ages[i:i + 4]), GREY))
     missing = [ch for ch, ok in record["present"].items() if not ok]
     if missing:
         lines.append(("missing: " + ", ".join(missing), ORANGE))
