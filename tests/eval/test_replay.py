@@ -331,3 +331,20 @@ def test_memory_stays_flat_over_a_long_replay(drive, pipelines, tmp_path):
     warm = rss[40]
     growth = (max(rss[n] for n in range(40, 121)) - warm) / warm
     assert growth < 0.03, f"RSS grew {growth:.1%} after warm-up ({warm / 2**20:.0f} MiB)"
+
+
+def test_command_line_replays_a_slice_and_names_a_bad_scene(drive, tmp_path, capsys):
+    from eval.cli import run_main
+
+    spec = importlib.util.spec_from_file_location("replay_tool", REPO / "tools/replay.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "cli"
+    base = ["--dataroot", str(drive), "--checkpoint", "lidar_only", "--out", str(out),
+            "--no-video", "--no-mcap"]
+    assert tool.main([*base, "--scene", SCENE, "--start", "1.0", "--end", "1.25"]) == 0
+    assert len((out / "ticks.jsonl").read_text().splitlines()) == 6  # 1.00 .. 1.25 s at 20 Hz
+    assert "6 processed" in capsys.readouterr().out
+    assert run_main(tool.main, [*base, "--scene", "scene-9999"], prog="replay.py") == 2
+    err = capsys.readouterr().err
+    assert "replay.py: error:" in err and "scene-9999" in err
