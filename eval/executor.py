@@ -183,7 +183,7 @@ class UnitResults(Generic[R]):
         """All results in unit order, or ``UnitsFailedError`` naming the missing units."""
         if self.failures:
             raise UnitsFailedError(self.summary())
-        return list(self.results)  # type: ignore[arg-type] - none failed, none is None
+        return list(self.results)  # type: ignore[arg-type]  # none failed, so none is None
 
 
 def ray_available() -> bool:

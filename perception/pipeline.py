@@ -107,12 +107,12 @@ class Pipeline:
             c = self.cfg
             key = (id(arrays), repr((tuple(c.uses(m) for m in MODALITY_ORDER), c.grid, c.lidar,
                                      c.camera, c.fusion.kind == "serial", skip, self.device)))
-        batch = batch_cache.get(key) if key is not None else None
+        batch = batch_cache.get(key) if batch_cache is not None and key is not None else None
         if batch is None:
             batch = collate([arrays], self.cfg, watch, skip=skip)
             with watch.stage("to_device"):
                 batch = batch.to(self.device)
-            if key is not None:
+            if batch_cache is not None and key is not None:
                 batch_cache[key] = batch
         bevs = dict(reuse)
         bevs.update(self.model.branch_maps(batch, todo, watch))
