@@ -16,6 +16,7 @@ from sensors.types import (
     CAMERA_CHANNELS,
     DETECTION_CLASSES,
     CameraImage,
+    DrivingCommand,
     LidarSweep,
     Modality,
     UltrasonicScan,
@@ -103,7 +104,7 @@ class Boxes3D:
             self.labels[idx],
             self.scores[idx],
             tuple(self.attributes[i] for i in idx),
-            self.num_lidar_pts[idx],
+            None if self.num_lidar_pts is None else self.num_lidar_pts[idx],
             tuple(self.instance_tokens[i] for i in idx),
         )
 
@@ -219,7 +220,7 @@ class SyncedSample:
     boxes: Boxes3D | None = None
     can_bus: CanBusState | None = None
     future_xy_ego_m: np.ndarray | None = None
-    command: int = 2
+    command: DrivingCommand = DrivingCommand.STRAIGHT
     is_keyframe: bool = True
 
     def __post_init__(self) -> None:
