@@ -33,6 +33,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, sample):
     assert cfg2 == cfg
     batch = collate([prepare_sample(sample, cfg)], cfg)
     with torch.no_grad():
+        # The first BEV-pooling call of a process builds its plan and may differ from later
+        # calls in the last bits; warm up so both forwards take the same (cached) path.
+        model(batch)
         a, b = model(batch), loaded(batch)
     torch.testing.assert_close(a.heatmap, b.heatmap, rtol=0, atol=0)
     torch.testing.assert_close(a.waypoints, b.waypoints, rtol=0, atol=0)
