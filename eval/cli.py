@@ -118,6 +118,7 @@ def staged_output_dir(out: Path, owned: Iterable[str]) -> Iterator[Path]:
 # ``drivefuse <command>``: (name, what it does) in the order ``drivefuse --help`` lists them.
 # Each command's own ``--help`` names its inputs and outputs.
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("train", "train a fusion variant into a checkpoint folder (torchrun for several GPUs)"),
     ("make-dataset", "write a synthetic nuScenes-format dataset"),
     ("bench-eval", "benchmark the detection evaluation against the nuscenes-devkit's"),
     ("bench-io", "benchmark sample reading (camera decode, LiDAR sweeps) against the devkit"),
@@ -138,6 +139,8 @@ def command_main(name: str) -> Callable[..., int | None]:
 
     """
     match name:
+        case "train":
+            from eval.commands.train import main
         case "make-dataset":
             from eval.commands.make_dataset import main
         case "bench-eval":
