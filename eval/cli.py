@@ -118,6 +118,8 @@ def staged_output_dir(out: Path, owned: Iterable[str]) -> Iterator[Path]:
 # ``drivefuse <command>``: (name, what it does) in the order ``drivefuse --help`` lists them.
 # Each command's own ``--help`` names its inputs and outputs.
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("replay", "drive a scene tick by tick through a checkpoint: per-tick log, latency, "
+               "video and Foxglove recording"),
     ("train", "train a fusion variant into a checkpoint folder (torchrun for several GPUs)"),
     ("make-dataset", "write a synthetic nuScenes-format dataset"),
     ("bench-eval", "benchmark the detection evaluation against the nuscenes-devkit's"),
@@ -139,6 +141,8 @@ def command_main(name: str) -> Callable[..., int | None]:
 
     """
     match name:
+        case "replay":
+            from eval.commands.replay import main
         case "train":
             from eval.commands.train import main
         case "make-dataset":
