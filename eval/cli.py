@@ -118,6 +118,8 @@ def staged_output_dir(out: Path, owned: Iterable[str]) -> Iterator[Path]:
 # ``drivefuse <command>``: (name, what it does) in the order ``drivefuse --help`` lists them.
 # Each command's own ``--help`` names its inputs and outputs.
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("evaluate", "score a checkpoint or a results JSON on a nuScenes-format dataroot "
+                 "(devkit-identical detection metrics, planning L2, AEB)"),
     ("replay", "drive a scene tick by tick through a checkpoint: per-tick log, latency, "
                "video and Foxglove recording"),
     ("train", "train a fusion variant into a checkpoint folder (torchrun for several GPUs)"),
@@ -141,6 +143,8 @@ def command_main(name: str) -> Callable[..., int | None]:
 
     """
     match name:
+        case "evaluate":
+            from eval.commands.evaluate import main
         case "replay":
             from eval.commands.replay import main
         case "train":

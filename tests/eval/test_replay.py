@@ -6,7 +6,6 @@ module; the shipped checkpoints run on it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -154,9 +153,7 @@ def test_every_tick_once_with_every_field_and_no_negative_age(full, ds):
 
 def test_keyframe_detections_score_what_evaluate_scores(full, drive, tmp_path):
     summary, _, _ = full
-    spec = importlib.util.spec_from_file_location("evaluate_tool", REPO / "tools/evaluate.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from eval.commands import evaluate as tool  # `drivefuse evaluate`
     out = tmp_path / "eval"
     assert tool.main(["--checkpoint", str(resolve_checkpoint("gated")), "--dataroot", str(drive),
                       "--version", "v1.0-mini", "--split", "mini_train", "--out", str(out),
@@ -335,10 +332,7 @@ def test_memory_stays_flat_over_a_long_replay(drive, pipelines, tmp_path):
 
 def test_command_line_replays_a_slice_and_names_a_bad_scene(drive, tmp_path, capsys):
     from eval.cli import run_main
-
-    spec = importlib.util.spec_from_file_location("replay_tool", REPO / "tools/replay.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from eval.commands import replay as tool  # `drivefuse replay`
     out = tmp_path / "cli"
     base = ["--dataroot", str(drive), "--checkpoint", "lidar_only", "--out", str(out),
             "--no-video", "--no-mcap"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -39,10 +38,9 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", REPO / "tools" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from eval.commands import evaluate  # `drivefuse evaluate`; tools/evaluate.py is its alias
+
+    return evaluate
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
@@ -140,9 +138,7 @@ def _ticks_without_timing(path: Path) -> list[dict]:
 def test_replay_two_scenes_on_ray_same_records_as_in_process(setup, tmp_path):
     pytest.importorskip("ray")
     ensure_ray(ExecutorConfig("ray", workers=2))
-    spec = importlib.util.spec_from_file_location("replay_tool", REPO / "tools" / "replay.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from eval.commands import replay as tool  # `drivefuse replay`
     _, data, ckpt, _ = setup
     base = ["--dataroot", str(data), "--version", "v1.0-mini", "--scene", "scene-0061",
             "--scene", "scene-0103", "--checkpoint", str(ckpt), "--end", "0.5", "--no-video",

@@ -1,8 +1,7 @@
-"""tools/evaluate.py end to end: --results drop-in and --checkpoint (with a stand-in model)."""
+"""drivefuse evaluate end to end: --results drop-in and --checkpoint (with a stand-in model)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,10 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", REPO / "tools" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from eval.commands import evaluate  # `drivefuse evaluate`; tools/evaluate.py is its alias
+
+    return evaluate
 
 
 def test_results_drop_in_writes_devkit_layout_markdown_and_plots(tool, nusc, tmp_path):
