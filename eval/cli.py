@@ -122,6 +122,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
                  "(devkit-identical detection metrics, planning L2, AEB)"),
     ("replay", "drive a scene tick by tick through a checkpoint: per-tick log, latency, "
                "video and Foxglove recording"),
+    ("bench", "fusion benchmark: every variant clean and under corruptions and sensor faults"),
     ("train", "train a fusion variant into a checkpoint folder (torchrun for several GPUs)"),
     ("make-dataset", "write a synthetic nuScenes-format dataset"),
     ("bench-eval", "benchmark the detection evaluation against the nuscenes-devkit's"),
@@ -143,6 +144,8 @@ def command_main(name: str) -> Callable[..., int | None]:
 
     """
     match name:
+        case "bench":
+            from eval.commands.bench_fusion import main
         case "evaluate":
             from eval.commands.evaluate import main
         case "replay":
