@@ -125,6 +125,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("bench", "fusion benchmark: every variant clean and under corruptions and sensor faults"),
     ("train", "train a fusion variant into a checkpoint folder (torchrun for several GPUs)"),
     ("make-dataset", "write a synthetic nuScenes-format dataset"),
+    ("demo", "the end-to-end demo: dataset, shipped checkpoints, benchmark, figures, replay"),
     ("bench-eval", "benchmark the detection evaluation against the nuscenes-devkit's"),
     ("bench-io", "benchmark sample reading (camera decode, LiDAR sweeps) against the devkit"),
     ("bench-kernels", "benchmark the perception kernels against their peers"),
@@ -144,6 +145,8 @@ def command_main(name: str) -> Callable[..., int | None]:
 
     """
     match name:
+        case "demo":
+            from eval.commands.demo import main
         case "bench":
             from eval.commands.bench_fusion import main
         case "evaluate":

@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +43,9 @@ def test_overlays_draw_points(frame_dir):
 def test_demo_writes_six_overlays(frame_dir, tmp_path):
     # The demo's first step, in-process (the rest of the demo generates a data set: too slow
     # for the unit tests).
-    spec = importlib.util.spec_from_file_location("drivefuse_demo", REPO / "tools/demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    written = demo.write_overlays(frame_dir, tmp_path)
+    from eval.commands.demo import write_overlays  # `drivefuse demo`
+
+    written = write_overlays(frame_dir, tmp_path)
     files = sorted(tmp_path.glob("overlay_*.jpg"))
     assert len(files) == 6 and sorted(written) == files
     for f in files:
