@@ -84,7 +84,14 @@ class McapRecorder:
         self._camera_models = camera_models
         # A context of our own: channels of two recordings (or tests) never mix.
         self._ctx = foxglove.Context()
-        self._writer = foxglove.open_mcap(str(path), allow_overwrite=True, context=self._ctx)
+        from foxglove.mcap import MCAPWriteOptions
+
+        # Compression in the writing thread: a zstd pool of one thread per core would compete
+        # with the pipeline for the CPUs.
+        self._writer = foxglove.open_mcap(
+            str(path), allow_overwrite=True, context=self._ctx,
+            writer_options=MCAPWriteOptions(compression_threads=0),
+        )
         c = self._ctx
         self._tf = FrameTransformsChannel("/tf", context=c)
         self._lidar = PointCloudChannel("/LIDAR_TOP", context=c)

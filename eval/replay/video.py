@@ -198,7 +198,10 @@ class VideoWriter:
         self.frames = 0
         self._gen = imageio_ffmpeg.write_frames(
             str(path), (FRAME_W, FRAME_H), fps=fps, codec="libx264", quality=None,
-            macro_block_size=16, output_params=["-preset", "veryfast", "-crf", "28"],
+            macro_block_size=16,
+            # One encoder thread: x264's default pool (1.5 x cores) starves the pipeline's
+            # thread and stalls ticks for seconds on a 2-core machine.
+            output_params=["-preset", "veryfast", "-crf", "28", "-threads", "1"],
         )
         self._gen.send(None)
 
