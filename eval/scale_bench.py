@@ -79,6 +79,9 @@ def time_evaluation(
     ds = NuScenesDataset(dataroot, version)
     tokens = ds.split_sample_tokens(split)[:max_samples]
     n_units = len(shards_by_scene(ds, tokens))
+    # Warm-up (Numba cache loads, torch's first-call allocations, the checkpoint's file in the
+    # page cache), so the loop is not charged with what the forked workers then inherit.
+    run_model(checkpoint, ds, tokens[:2], progress=False)
     out = [Timed("evaluation", "loop", 1,
                  _timed(lambda: run_model(checkpoint, ds, tokens, progress=False)), 1)]
     for kind in ("processes", "ray") if with_ray else ("processes",):
@@ -123,7 +126,9 @@ def _executor(kind: str, n: int, ray_cpus: int) -> ExecutorConfig:
     return ExecutorConfig("ray", workers=ray_cpus, cpus_per_unit=ray_cpus / n)
 
 
-def scaling_table(rows: list[Timed], startup: dict[str, float] | None) -> str:
+def scaling_table(
+    rows: list[Timed], startup: dict[str, float] | None, load: tuple[float, float] | None = None
+) -> str:
     """Markdown: wall time per job, executor and worker count, speed-up over the loop."""
     lines = ["| job | executor | workers | units | wall s | speed-up vs loop |",
              "|---|---|---:|---:|---:|---:|"]
@@ -135,4 +140,7 @@ def scaling_table(rows: list[Timed], startup: dict[str, float] | None) -> str:
     if startup:
         text += (f"\nRay start-up (not in the rows above): ray.init {startup['ray_init_s']:.1f} s;"
                  f" first task on each fresh worker (imports) {startup['first_tasks_s']:.1f} s.\n")
+    if load:
+        text += (f"\nLoad average (1 min) at the start / end: {load[0]:.2f} / {load[1]:.2f} "
+                 "(other processes on the machine compete for the same cores).\n")
     return text

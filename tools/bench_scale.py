@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from eval.scale_bench import ray_startup, scaling_table, time_benchmark, time_evaluation
 
     workers = tuple(sorted(set(a.workers)))
+    load0 = os.getloadavg()[0]
     startup = None
     if not a.no_ray:
         require_ray()
@@ -64,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
                              corruptions=tuple(a.bench_corruptions), severities=(3,),
                              max_samples=a.bench_max_samples, verify_samples=0, memory=False)
         rows += time_benchmark(spec, workers, with_ray=not a.no_ray)
-    table = scaling_table(rows, startup)
+    load = (load0, os.getloadavg()[0])
+    table = scaling_table(rows, startup, load)
     print(table)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "bench_scale.md").write_text(table)
     (a.out / "bench_scale.json").write_text(json.dumps(
-        {"rows": [asdict(r) for r in rows], "ray_startup": startup,
+        {"rows": [asdict(r) for r in rows], "ray_startup": startup, "loadavg_1min": load,
          "command": " ".join(sys.argv)}, indent=2))
     return 0
 
