@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from calibration.sample import SyncedSample
+from perception.checkpoint import SHIPPED_CHECKPOINTS_DIR
+from perception.checkpoint import resolve_checkpoint as resolve_checkpoint  # re-export
 from sensors.datasets.nuscenes import (
     CAN_BUS_CHANNEL,
     CausalSync,
@@ -25,27 +26,9 @@ from sensors.datasets.nuscenes import (
 )
 from sensors.types import CAMERA_CHANNELS, LIDAR_CHANNEL, ULTRASONIC_CHANNEL
 
-CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "perception" / "checkpoints"
-
-
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A shipped variant name (``"gated"``) or a checkpoint folder / ``model.pt`` -> its folder.
-
-    Raises:
-        FileNotFoundError: neither a folder with ``model.pt`` nor a shipped variant; the
-            message lists the shipped variants.
-
-    """
-    p = Path(name_or_path)
-    for cand in (p, CHECKPOINTS_DIR / str(name_or_path)):
-        d = cand.parent if cand.is_file() else cand
-        if (d / "model.pt").is_file() and (d / "config.json").is_file():
-            return d
-    shipped = sorted(d.name for d in CHECKPOINTS_DIR.iterdir() if (d / "model.pt").is_file())
-    raise FileNotFoundError(
-        f"checkpoint {name_or_path!r}: not a folder with model.pt + config.json, nor a shipped "
-        f"variant (shipped: {', '.join(shipped)})"
-    )
+# One resolver for every command taking a checkpoint: a path, or a shipped variant name
+# (package data, so it works in an installed wheel too). Re-exported for the replay API.
+CHECKPOINTS_DIR = SHIPPED_CHECKPOINTS_DIR
 
 
 def resolve_scenes(
