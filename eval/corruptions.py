@@ -568,7 +568,9 @@ def _corrupt_cameras(
             out.append(None)
             continue
         img = corrupt_image(cam.image.image, name, p, r)
-        out.append(replace(cam, image=replace(cam.image, image=img)))
+        # The pixels are no longer the file's: drop the source so that nothing downstream
+        # (Pipeline's decode-like-training step) reads the clean image back from disk.
+        out.append(replace(cam, image=replace(cam.image, image=img, source="")))
     return replace(sample, cameras=tuple(out))
 
 

@@ -317,3 +317,13 @@ def test_unknown_corruption_and_bad_severity(sample):
         corrupt(sample, "lidar_snow", 1)
     with pytest.raises(ValueError, match="severity"):
         corrupt(sample, "lidar_density", 6)
+
+
+@pytest.mark.parametrize("name", ["camera_gaussian", "camera_fog", "camera_occlusion"])
+def test_corrupted_image_forgets_its_file(sample, name):
+    # Pipeline re-decodes a camera from CameraImage.source when it was read at another
+    # reduction than training's: a corrupted image must not point at the clean file.
+    cams = tuple(replace(c, image=replace(c.image, source="/data/cam.jpg")) for c in sample.cameras)
+    with_files = replace(sample, cameras=cams)
+    assert all(c.image.source == "" for c in corrupt(with_files, name, 3).cameras)
+    assert corrupt(with_files, name, 0).cameras[0].image.source == "/data/cam.jpg"
