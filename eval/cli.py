@@ -131,6 +131,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("bench-kernels", "benchmark the perception kernels against their peers"),
     ("bench-model", "per-stage latency and peak memory of every variant"),
     ("bench-replay", "replay speed per shipped variant (ticks/s, real-time factor)"),
+    ("bench-scale", "wall time of evaluation and a benchmark slice with 1 and N workers "
+                    "(process pool, Ray)"),
     ("compose-fallback", "keep single-sensor models inside fused checkpoints as fallback "
                          "experts"),
 )
@@ -167,6 +169,8 @@ def command_main(name: str) -> Callable[..., int | None]:
             from eval.commands.bench_model import main
         case "bench-replay":
             from eval.commands.bench_replay import main
+        case "bench-scale":
+            from eval.commands.bench_scale import main
         case "compose-fallback":
             from eval.commands.compose_fallback import main
         case _:

@@ -12,8 +12,6 @@ import pytest
 from eval import cli
 
 REPO = Path(__file__).resolve().parents[2]
-# Scripts whose logic has not moved into eval.commands yet (owned by helpers still at work).
-NOT_YET_MOVED = {"bench_scale.py"}
 
 
 @pytest.mark.parametrize("name", [n for n, _ in cli.COMMANDS])
@@ -64,8 +62,6 @@ def _is_main_guard(node: ast.stmt) -> bool:
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "tools").glob("*.py")))
 def test_tools_are_aliases_of_a_command(script):
-    if script in NOT_YET_MOVED:
-        pytest.skip(f"tools/{script}: logic not yet in eval.commands")
     tree = ast.parse((REPO / "tools" / script).read_text())
     body = [n for n in tree.body if not (isinstance(n, ast.Expr) and
                                          isinstance(n.value, ast.Constant))]  # docstring
