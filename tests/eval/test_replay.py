@@ -258,6 +258,9 @@ class _Slow:
         self.inner, self.cfg, self.delay_s = inner, inner.cfg, delay_s
         self.sigint_at, self.on_call, self.calls = sigint_at, on_call, 0
 
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the inner pipeline's
+        return getattr(self.inner, name)
+
     def run(self, sample):  # noqa: ANN001, ANN201
         self.calls += 1
         if self.on_call is not None:
