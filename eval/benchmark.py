@@ -43,6 +43,7 @@ from eval.corruptions import (
 from eval.runner import (
     LoadedSamples,
     ModelRun,
+    SampleFailure,
     detection_and_planning,
     infer_sample,
     load_samples,
@@ -434,7 +435,7 @@ def run_benchmark(
                 run.add_empty(tok, loaded[reduction[v]].poses[tok])
                 sample = loaded[reduction[v]].samples.get(tok)
                 if sample is None:
-                    run.failures.append({"sample_token": tok, "error": "did not load"})
+                    run.failures.append(SampleFailure(tok, "did not load"))
                     continue
                 maps = infer_sample(pipe, run, sample)
                 if maps is not None and v in maps_needed:
@@ -488,7 +489,7 @@ def run_benchmark(
                     run.add_empty(tok, loaded[r].poses[tok])
                     clean = loaded[r].samples.get(tok)
                     if clean is None or tok not in clean_maps[v]:
-                        run.failures.append({"sample_token": tok, "error": "clean run failed"})
+                        run.failures.append(SampleFailure(tok, "clean run failed"))
                         continue
                     t0 = time.perf_counter()
                     try:
@@ -614,7 +615,7 @@ def _score(
             run.add_empty(tok, ds.global_SE3_ego(tok))
     rec = detection_and_planning(run, ds.nusc, split)
     rec.update(corruption=corruption, severity=severity,
-               failed_samples=[f["sample_token"] for f in run.failures][:20])
+               failed_samples=[f.sample_token for f in run.failures][:20])
     return rec
 
 

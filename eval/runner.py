@@ -12,7 +12,7 @@ Samples are loaded once (``load_samples``) and shared by every model run over th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,10 +27,76 @@ if TYPE_CHECKING:
     import torch
 
     from perception.config import ModelConfig
+    from perception.control import ControlConfig
     from perception.pipeline import Pipeline
     from perception.sample_arrays import SampleArrays
     from perception.types import FrameResult
-    from sensors.datasets.nuscenes import NuScenesDataset
+    from sensors.datasets.nuscenes import NuScenesDataset, SensorFault
+
+
+@dataclass(frozen=True)
+class SampleFacts:
+    """The facts of one input sample and its outputs that the planning/control metrics read.
+
+    Attributes:
+        future_xy: (T, 2) recorded future ego positions, ego frame, metres (None at a
+            scene's end).
+        steer_rad: the controller's front-wheel angle.
+        aeb: whether the controller fired automatic emergency braking.
+        can_speed_mps / can_yaw_rate_radps / can_steering_rad: the CAN bus record (NaN
+            without one).
+        obstacle_distance_m: ground-truth free distance to the in-path obstacle.
+        ego_speed_mps: the CAN speed or, without a CAN bus, the first planned step's speed.
+
+    """
+
+    future_xy: np.ndarray | None
+    steer_rad: float
+    aeb: bool
+    can_speed_mps: float
+    can_yaw_rate_radps: float
+    can_steering_rad: float
+    obstacle_distance_m: float
+    ego_speed_mps: float
+
+    @classmethod
+    def of(cls, sample: SyncedSample, result: FrameResult, dt_s: float) -> SampleFacts:
+        """The facts of ``sample`` run to ``result`` (plan waypoints ``dt_s`` apart)."""
+        cb, gt = sample.can_bus, sample.boxes
+        wp = np.asarray(result.plan.waypoints_xy_ego_m, np.float64)
+        boxes5 = (
+            np.c_[gt.center_m[:, :2], gt.wlh_m[:, 0], gt.wlh_m[:, 1], gt.yaw_rad]
+            if gt is not None
+            else np.zeros((0, 5))
+        )
+        return cls(
+            future_xy=sample.future_xy_ego_m,
+            steer_rad=result.control.steer_rad,
+            aeb=bool(result.control.aeb),
+            can_speed_mps=cb.speed_mps if cb else np.nan,
+            can_yaw_rate_radps=cb.yaw_rate_radps if cb else np.nan,
+            can_steering_rad=cb.steering_rad if cb else np.nan,
+            obstacle_distance_m=planning.in_path_distance_m(boxes5),
+            # Without a CAN bus, the speed implied by the first planned step stands in.
+            ego_speed_mps=cb.speed_mps if cb else float(np.hypot(*wp[0]) / dt_s),
+        )
+
+
+@dataclass(frozen=True)
+class SampleFailure:
+    """A sample that did not load or run: its token and the error, ``"Type: message"``."""
+
+    sample_token: str
+    error: str
+
+    @classmethod
+    def of(cls, token: str, exc: BaseException) -> SampleFailure:
+        """The failure of ``token`` raising ``exc``."""
+        return cls(token, f"{type(exc).__name__}: {exc}")
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"sample_token", "error"}``, the JSON form of failure records."""
+        return {"sample_token": self.sample_token, "error": self.error}
 
 
 @dataclass
@@ -44,10 +110,15 @@ class ModelRun:
         plans_without_ego_status: the same with ego status withheld (ablation), if run.
         samples: token -> the input sample's facts used by the planning/control metrics.
         timings_ms: one dict of stage -> ms per successful sample.
-        failures: ``{"sample_token", "error"}`` per failed sample.
+        failures: one ``SampleFailure`` per failed sample.
+        sensor_faults: the dataset's corrupt sensor files masked while the run loaded its
+            samples (``NuScenesDataset.sensor_faults`` added during the run).
         meta: which sensors the model used (for the results file).
         dt_s: waypoint spacing, seconds.
         ego_status: whether the planner saw ego speed / yaw rate.
+        steering_ratio: steering-wheel / front-wheel ratio for the CAN bus comparison.
+        control: the pipeline's controller configuration; the AEB metric uses its stopping
+            distance (default ``ControlConfig()``).
 
     """
 
@@ -55,13 +126,15 @@ class ModelRun:
     poses: dict[str, SE3] = field(default_factory=dict)
     plans: dict[str, np.ndarray] = field(default_factory=dict)
     plans_without_ego_status: dict[str, np.ndarray] = field(default_factory=dict)
-    samples: dict[str, dict] = field(default_factory=dict)
+    samples: dict[str, SampleFacts] = field(default_factory=dict)
     timings_ms: list[dict[str, float]] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[SampleFailure] = field(default_factory=list)
+    sensor_faults: list[SensorFault] = field(default_factory=list)
     meta: ResultsMeta = field(default_factory=ResultsMeta)
     dt_s: float = 0.5
     ego_status: bool = False
     steering_ratio: float | None = None
+    control: ControlConfig | None = None
 
     def add_empty(self, token: str, global_SE3_ego: SE3) -> None:  # noqa: N803
         """Register a sample that was not run (it counts as having no detections)."""
@@ -76,6 +149,7 @@ class ModelRun:
             dt_s=pipe.cfg.planning.dt_s,
             ego_status=bool(pipe.cfg.planning.use_ego_status),
             steering_ratio=steering_ratio,
+            control=pipe.control_cfg,
         )
 
     def record(self, sample: SyncedSample, result: FrameResult) -> None:
@@ -86,28 +160,11 @@ class ModelRun:
         wp = np.asarray(result.plan.waypoints_xy_ego_m, np.float64)
         self.plans[tok] = wp
         self.timings_ms.append(dict(result.timings_ms))
-        cb = sample.can_bus
-        gt = sample.boxes
-        boxes5 = (
-            np.c_[gt.center_m[:, :2], gt.wlh_m[:, 0], gt.wlh_m[:, 1], gt.yaw_rad]
-            if gt is not None
-            else np.zeros((0, 5))
-        )
-        self.samples[tok] = {
-            "future_xy": sample.future_xy_ego_m,
-            "steer_rad": result.control.steer_rad,
-            "aeb": bool(result.control.aeb),
-            "can_speed_mps": cb.speed_mps if cb else np.nan,
-            "can_yaw_rate_radps": cb.yaw_rate_radps if cb else np.nan,
-            "can_steering_rad": cb.steering_rad if cb else np.nan,
-            "obstacle_distance_m": planning.in_path_distance_m(boxes5),
-            # Without a CAN bus, the speed implied by the first planned step stands in.
-            "ego_speed_mps": cb.speed_mps if cb else float(np.hypot(*wp[0]) / self.dt_s),
-        }
+        self.samples[tok] = SampleFacts.of(sample, result, self.dt_s)
 
     def fail(self, token: str, exc: BaseException) -> None:
         """Record a failed sample (it keeps no detections)."""
-        self.failures.append({"sample_token": token, "error": f"{type(exc).__name__}: {exc}"})
+        self.failures.append(SampleFailure.of(token, exc))
 
     def write_results(self, path: str | Path | None = None) -> dict:
         """The nuScenes results dict (global frame), written to ``path`` when given."""
@@ -124,11 +181,20 @@ class ModelRun:
         return {k: float(np.median([t[k] for t in self.timings_ms if k in t])) for k in stages}
 
     def report(self, nusc) -> dict:  # noqa: ANN001 - a nuscenes.NuScenes
-        """Planning (L2, collisions), control vs CAN bus and AEB metrics as a JSON-able dict."""
-        tokens = [t for t in self.plans if self.samples[t]["future_xy"] is not None]
-        out: dict = {"samples": len(self.detections), "failures": len(self.failures)}
+        """Planning (L2, collisions), control vs CAN bus and AEB metrics as a JSON-able dict.
+
+        Keys: ``samples``, ``failures``, ``sensor_faults`` (counts), ``planning``,
+        ``planning_ego_status_ablation`` (when run: the planner with ego status zeroed at
+        inference, beside the normal run), ``control_vs_can_bus``, ``aeb``.
+        """
+        tokens = [t for t in self.plans if self.samples[t].future_xy is not None]
+        out: dict = {
+            "samples": len(self.detections),
+            "failures": len(self.failures),
+            "sensor_faults": len(self.sensor_faults),
+        }
         if tokens:
-            gt = np.stack([self.samples[t]["future_xy"] for t in tokens])
+            gt = np.stack([self.samples[t].future_xy for t in tokens])
             horizon = gt.shape[1]
             fut = [planning.nuscenes_future_boxes(nusc, t, horizon, self.dt_s) for t in tokens]
             pred = np.stack([self.plans[t] for t in tokens])
@@ -144,12 +210,15 @@ class ModelRun:
                     dt_s=self.dt_s,
                     ego_status=False,
                 )
-                out["planning_ego_status_ablation (zeroed at inference)"] = (
-                    planning.ego_status_ablation(pm, pz)
-                )
+                # Ego status zeroed at inference: the plan's dependence on speed / yaw rate.
+                out["planning_ego_status_ablation"] = planning.ego_status_ablation(pm, pz)
         rows = [self.samples[t] for t in self.plans]
         if rows:
-            col = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "future_xy"}
+            col = {
+                f.name: np.array([getattr(r, f.name) for r in rows])
+                for f in fields(SampleFacts)
+                if f.name != "future_xy"
+            }
             speed_pred = planning.planned_speed_mps(np.stack(list(self.plans.values())), self.dt_s)
             out["control_vs_can_bus"] = asdict(
                 planning.control_errors(
@@ -163,7 +232,10 @@ class ModelRun:
             )
             out["aeb"] = asdict(
                 planning.aeb_metrics(
-                    col["aeb"].astype(bool), col["obstacle_distance_m"], col["ego_speed_mps"]
+                    col["aeb"].astype(bool),
+                    col["obstacle_distance_m"],
+                    col["ego_speed_mps"],
+                    control=self.control,
                 )
             )
         return out
@@ -195,7 +267,7 @@ class LoadedSamples:
         tokens: every requested token, in order (failed ones included).
         samples: token -> the loaded sample (failed tokens absent).
         poses: token -> global_SE3_ego (also for failed tokens, for empty results).
-        failures: ``{"sample_token", "error"}`` per sample that did not load.
+        failures: one ``SampleFailure`` per sample that did not load.
         image_reduction: the camera decode reduction they were read at.
 
     """
@@ -203,7 +275,7 @@ class LoadedSamples:
     tokens: tuple[str, ...]
     samples: dict[str, SyncedSample]
     poses: dict[str, SE3]
-    failures: tuple[dict[str, str], ...]
+    failures: tuple[SampleFailure, ...]
     image_reduction: int
 
 
@@ -220,13 +292,15 @@ def load_samples(
 
     if image_reduction is not None:
         ds.set_image_reduction(image_reduction)
-    samples, poses, failures = {}, {}, []
+    samples: dict[str, SyncedSample] = {}
+    poses: dict[str, SE3] = {}
+    failures: list[SampleFailure] = []
     for tok in tqdm(tokens, desc="load samples", unit="sample", disable=not progress):
         try:
             poses[tok] = ds.global_SE3_ego(tok)
             samples[tok] = ds.load_sample(tok)
         except Exception as exc:  # a bad frame is recorded, the others go on
-            failures.append({"sample_token": tok, "error": f"{type(exc).__name__}: {exc}"})
+            failures.append(SampleFailure.of(tok, exc))
             poses.setdefault(tok, SE3.identity())
     return LoadedSamples(tuple(tokens), samples, poses, tuple(failures), ds.image_reduction)
 
@@ -299,18 +373,19 @@ def run_model(
 
     pipe = as_pipeline(checkpoint, device)
     run = ModelRun.for_pipeline(pipe, steering_ratio)
-    load_failed: dict[str, str] = {}
+    load_failed: dict[str, SampleFailure] = {}
     if isinstance(samples, LoadedSamples):
-        load_failed = {f["sample_token"]: f["error"] for f in samples.failures}
+        load_failed = {f.sample_token: f for f in samples.failures}
         poses, samples = samples.poses, samples.samples
     else:
         poses = {}
         if samples is None or any(t not in samples for t in tokens):
             decode_like_training(ds, pipe.cfg)
+    n0 = len(ds.sensor_faults)  # the faults this run's loading adds are its own
     for tok in tqdm(tokens, desc="inference", unit="sample", disable=not progress):
         run.add_empty(tok, poses[tok] if tok in poses else ds.global_SE3_ego(tok))
         if tok in load_failed:
-            run.failures.append({"sample_token": tok, "error": load_failed[tok]})
+            run.failures.append(load_failed[tok])
             continue
         try:
             sample = samples[tok] if samples is not None and tok in samples else ds.load_sample(tok)
@@ -327,6 +402,7 @@ def run_model(
                 run.plans_without_ego_status[tok] = np.asarray(plan0, np.float64)
             except Exception as exc:  # noqa: BLE001 - recorded like any failed sample
                 run.fail(tok, exc)
+    run.sensor_faults.extend(ds.sensor_faults[n0:])
     return run
 
 
@@ -367,10 +443,10 @@ def planning_summary(run: ModelRun, nusc) -> dict[str, float]:  # noqa: ANN001 -
     The future obstacle boxes of a sample are read from ``nusc`` once per process.
     """
     nan = float("nan")
-    tokens = [t for t in run.plans if run.samples[t]["future_xy"] is not None]
+    tokens = [t for t in run.plans if run.samples[t].future_xy is not None]
     if not tokens:
         return {"L2_1s_m": nan, "L2_2s_m": nan, "L2_3s_m": nan, "collision_3s": nan}
-    gt = np.stack([run.samples[t]["future_xy"] for t in tokens])
+    gt = np.stack([run.samples[t].future_xy for t in tokens])
     horizon = gt.shape[1]
     fut = []
     for t in tokens:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eval.executor import INLINE, ExecutorConfig, UnitResults, ensure_ray, run_units
-from eval.runner import ModelRun, run_model
+from eval.runner import ModelRun, SampleFailure, run_model
 
 if TYPE_CHECKING:
     from eval.benchmark import BenchmarkResult, BenchmarkSpec
@@ -150,7 +150,8 @@ def merge_runs(runs: Sequence[ModelRun]) -> ModelRun:
     """One ``ModelRun`` from the runs of consecutive shards, as one run over them all.
 
     Per-token tables are joined in shard order (the shards are consecutive runs of the
-    token list, so that is the token order), lists are concatenated; the settings (results
+    token list, so that is the token order), lists (failures, sensor faults) are concatenated
+    in shard order; the settings (results
     meta, waypoint spacing, ...) must agree, since every shard ran the same checkpoint.
     """
     if not runs:
@@ -234,7 +235,7 @@ def _failed_shard_run(
     })
     for tok in tokens:
         run.add_empty(tok, ds.global_SE3_ego(tok))
-        run.failures.append({"sample_token": tok, "error": f"shard failed: {error}"})
+        run.failures.append(SampleFailure(tok, f"shard failed: {error}"))
     return run
 
 

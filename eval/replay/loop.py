@@ -21,7 +21,6 @@ import numpy as np
 import orjson
 
 from calibration.sample import Boxes3D
-from eval import planning
 from eval.detection.results import ResultsMeta, write_results
 from eval.replay.metrics import KeyframeSpill, LatencyStats, evaluate_keyframes
 from eval.replay.records import JsonLines, tick_record
@@ -33,7 +32,7 @@ from eval.replay.source import (
     resolve_scenes,
     scene_ticks,
 )
-from eval.runner import ModelRun, decode_like_training
+from eval.runner import ModelRun, SampleFacts, SampleFailure, decode_like_training
 from sensors.datasets.nuscenes import CausalSync, NuScenesDataset
 
 if TYPE_CHECKING:
@@ -108,27 +107,6 @@ class ReplaySummary:
 
     def __getitem__(self, key: str) -> object:
         return self.data[key]
-
-
-def _sample_row(sample, result: FrameResult, dt_s: float) -> dict:  # noqa: ANN001
-    """The per-keyframe facts ``ModelRun.report`` needs (the same as ``eval.runner``'s)."""
-    cb, gt = sample.can_bus, sample.boxes
-    wp = np.asarray(result.plan.waypoints_xy_ego_m, np.float64)
-    boxes5 = (
-        np.c_[gt.center_m[:, :2], gt.wlh_m[:, 0], gt.wlh_m[:, 1], gt.yaw_rad]
-        if gt is not None
-        else np.zeros((0, 5))
-    )
-    return {
-        "future_xy": sample.future_xy_ego_m,
-        "steer_rad": result.control.steer_rad,
-        "aeb": bool(result.control.aeb),
-        "can_speed_mps": cb.speed_mps if cb else np.nan,
-        "can_yaw_rate_radps": cb.yaw_rate_radps if cb else np.nan,
-        "can_steering_rad": cb.steering_rad if cb else np.nan,
-        "obstacle_distance_m": planning.in_path_distance_m(boxes5),
-        "ego_speed_mps": cb.speed_mps if cb else float(np.hypot(*wp[0]) / dt_s),
-    }
 
 
 def _camera_models(ds: NuScenesDataset, scene_tokens: list[str]) -> dict:
@@ -216,7 +194,8 @@ def replay(
     meta = ResultsMeta(use_camera=pipeline.cfg.uses("camera"),
                        use_lidar=pipeline.cfg.uses("lidar"))
     plan_run = ModelRun(meta=meta, dt_s=pipeline.cfg.planning.dt_s,
-                        ego_status=bool(pipeline.cfg.planning.use_ego_status))
+                        ego_status=bool(pipeline.cfg.planning.use_ego_status),
+                        control=pipeline.control_cfg)
     stats = LatencyStats()
     counts = {"ok": 0, "failed": 0, "dropped": 0}
     error_ticks: list[dict] = []
@@ -337,9 +316,10 @@ def replay(
                     if result is not None:
                         plan_run.plans[tok] = np.asarray(result.plan.waypoints_xy_ego_m,
                                                          np.float64)
-                        plan_run.samples[tok] = _sample_row(item.sample, result, plan_run.dt_s)
+                        plan_run.samples[tok] = SampleFacts.of(item.sample, result,
+                                                                plan_run.dt_s)
                     else:
-                        plan_run.failures.append({"sample_token": tok, "error": "; ".join(errors)})
+                        plan_run.failures.append(SampleFailure(tok, "; ".join(errors)))
                 emit(item, result, lat, "ok" if result is not None else "failed", errors)
                 bar.set_postfix(dropped=counts["dropped"], failed=counts["failed"], refresh=False)
         except KeyboardInterrupt:

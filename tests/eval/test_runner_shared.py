@@ -82,13 +82,16 @@ def test_forward_equals_branch_maps_then_fuse(pipes):
 def test_run_model_with_a_pipeline_preloaded_samples_and_transform(pipes):
     from eval.runner import run_model
 
-    class FakeDataset:  # run_model needs only poses and loading from it
+    class FakeDataset:  # run_model needs only poses, loading and the fault list from it
+        sensor_faults = ["recorded before the run"]
+
         def global_SE3_ego(self, token):  # noqa: N802 - the dataset's method name
             from calibration.se3 import SE3
 
             return SE3.identity()
 
         def load_sample(self, token):
+            self.sensor_faults.append(f"{token}: masked")
             raise FileNotFoundError(f"{token}: no such sample")
 
     samples = {s.token: s for s in (make_sample(seed=i) for i in range(2))}
@@ -96,7 +99,8 @@ def test_run_model_with_a_pipeline_preloaded_samples_and_transform(pipes):
     run = run_model(pipes["lidar_only"], FakeDataset(), tokens, samples, progress=False,
                     transform=lambda s: corrupt(s, "lidar_missing", 1))
     assert set(run.detections) == set(tokens)
-    assert [f["sample_token"] for f in run.failures] == ["missing"]
+    assert [f.sample_token for f in run.failures] == ["missing"]
+    assert run.sensor_faults == ["missing: masked"]  # only the faults this run added
     assert all(len(run.detections[t]) == 0 for t in samples)  # no LiDAR: no detections
     direct = pipes["lidar_only"].run(corrupt(samples["tok0"], "lidar_missing", 1))
     np.testing.assert_array_equal(run.plans["tok0"], direct.plan.waypoints_xy_ego_m)

@@ -88,8 +88,8 @@ def test_a_failed_shard_is_recorded_per_sample(setup, tmp_path):
     run, outcome = run_model_sharded(bad, ds, tokens, progress=False)
     assert len(outcome.failures) == 3 and not any(outcome.results)
     assert list(run.detections) == tokens and all(len(b) == 0 for b in run.detections.values())
-    assert [f["sample_token"] for f in run.failures] == tokens
-    assert all(f["error"].startswith("shard failed: ") for f in run.failures)
+    assert [f.sample_token for f in run.failures] == tokens
+    assert all(f.error.startswith("shard failed: ") for f in run.failures)
 
 
 TIMING_KEYS = ("speedup_shared_vs_full", "shared_ms_per_sample", "full_ms_per_sample")

@@ -96,6 +96,10 @@ class _StandIn:
         def uses(modality: str) -> bool:
             return modality == "lidar"
 
+    from perception.control import ControlConfig
+
+    control_cfg = ControlConfig()  # as Pipeline.control_cfg: the AEB metric's stopping rule
+
     def __init__(self):
         self.rng = np.random.default_rng(0)
 
