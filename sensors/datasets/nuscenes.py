@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.nuscenes import NuScenes
-from nuscenes.utils.splits import create_splits_scenes
 
 from calibration.accumulate import accumulate_sweeps, remove_close
 from calibration.camera import PinholeCamera
@@ -30,7 +29,14 @@ from calibration.rig import SensorRig
 from calibration.sample import Boxes3D, CameraView, CanBusState, SyncedSample
 from calibration.se3 import SE3
 from calibration.sync import TimestampStream
-from sensors.readers import read_camera_image, read_lidar_file, read_ultrasonic_file
+from sensors.datasets.splits import split_scene_names
+from sensors.readers import (
+    LidarLayout,
+    SensorFileError,
+    read_camera_image,
+    read_lidar_file,
+    read_ultrasonic_file,
+)
 from sensors.types import (
     CAMERA_CHANNELS,
     DETECTION_CLASSES,
@@ -204,12 +210,22 @@ class NuScenesDataset:
         io_threads: threads decoding the six cameras while the LiDAR is read (1 = all in
             the calling thread). 2-4 nearly halves the latency per sample on a free
             multi-core machine; keep 1 inside multi-process data loaders.
+        on_sensor_error: ``"mask"`` (default; degrade, do not discard): a corrupt file of one
+            camera, one sweep or the ultrasonic frame is treated like a missing one (the
+            camera / ultrasonic is absent in the presence mask, the sweep is left out of the
+            accumulation; without the reference sweep there is no LiDAR) and recorded in
+            ``sensor_faults`` with file and reason; the sample still loads. ``"raise"``:
+            the reader's ``SensorFileError`` ends the sample.
+        lidar_layout: row layout of every ``LIDAR_TOP`` file whatever its extension
+            (``"nuscenes"``: 5 columns; Lyft and other nuScenes-format datasets store them
+            as ``.bin``); see ``sensors.readers.LIDAR_LAYOUTS``.
 
     Attributes:
         nusc: the devkit's ``NuScenes`` object.
         can_bus: the devkit's ``NuScenesCanBus`` or None when the expansion is absent.
         has_ultrasonic: whether the dataset has a measured ULTRASONIC channel.
         missing_files: every referenced-but-absent sensor file met so far.
+        sensor_faults: every corrupt sensor file masked so far (``on_sensor_error="mask"``).
 
     """
 
@@ -225,7 +241,15 @@ class NuScenesDataset:
         ultrasonic_tolerance_us: int = 50_000,
         can_bus_root: str | Path | None = None,
         io_threads: int = 1,
+        on_sensor_error: str = "mask",
+        lidar_layout: LidarLayout = "nuscenes",
     ) -> None:
+        if on_sensor_error not in ON_SENSOR_ERROR:
+            raise ValueError(
+                f"on_sensor_error must be one of {ON_SENSOR_ERROR}, got {on_sensor_error!r}"
+            )
+        self.on_sensor_error = on_sensor_error
+        self.lidar_layout = lidar_layout
         if num_sweeps < 1:
             raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}")
         self.set_image_reduction(image_reduction)
@@ -252,6 +276,7 @@ class NuScenesDataset:
 
             self.can_bus = NuScenesCanBus(dataroot=str(can_root))
         self.missing_files: list[MissingFile] = []
+        self.sensor_faults: list[SensorFault] = []
         self._pose_cache: dict[str, SE3] = {}
         self._scene_index: dict[str, _SceneIndex] | None = None
         self._can_cache: dict[str, dict[str, list[dict]] | None] = {}
@@ -276,14 +301,13 @@ class NuScenesDataset:
         return [s["token"] for s in sorted(self.nusc.scene, key=lambda s: s["name"])]
 
     def split_scene_tokens(self, split: str) -> list[str]:
-        """Scene tokens of a devkit split (``"mini_val"``, ``"train"``, ...) present here.
+        """Scene tokens of a split present here: a devkit split (``"mini_val"``, ``"train"``,
+        ...) or a custom one from ``<dataroot>/<version>/splits.json`` (as devkit 1.2.0).
 
-        Sorted by scene name. A split with no scene in this dataroot gives an empty list.
+        Sorted by scene name. A devkit split with no scene in this dataroot gives an empty list.
         """
-        splits = create_splits_scenes()
-        if split not in splits:
-            raise ValueError(f"unknown split {split!r}; the devkit knows {sorted(splits)}")
-        names = set(splits[split])
+        known = {s["name"] for s in self.nusc.scene}
+        names = set(split_scene_names(split, self.dataroot, self.version, known))
         return [t for t in self.scene_tokens if self.nusc.get("scene", t)["name"] in names]
 
     def set_image_reduction(self, image_reduction: int) -> None:
@@ -529,6 +553,13 @@ class NuScenesDataset:
         self.missing_files.append(MissingFile(token, channel, str(path)))
         log.warning("%s: %s file missing, treated as absent: %s", token, channel, path)
 
+    def _record_fault(self, token: str, channel: str, path: Path, exc: SensorFileError) -> None:
+        """Record a corrupt file as absent (mask mode), or re-raise it (raise mode)."""
+        if self.on_sensor_error == "raise":
+            raise exc
+        self.sensor_faults.append(SensorFault(token, channel, str(path), str(exc)))
+        log.warning("%s: %s file unreadable, treated as absent: %s", token, channel, exc)
+
     def _load_lidar(
         self, ref_sd: dict, token: str, ego_SE3_global: SE3
     ) -> tuple[LidarSweep | None, np.ndarray]:
@@ -540,9 +571,15 @@ class NuScenesDataset:
                 break
             path = self.dataroot / sd["filename"]
             try:
-                sweep = read_lidar_file(path, timestamp_us=sd["timestamp"], channel=sd["channel"])
-            except FileNotFoundError:
-                self._record_missing(token, sd["channel"], path)
+                sweep = read_lidar_file(
+                    path, timestamp_us=sd["timestamp"], channel=sd["channel"],
+                    layout=self.lidar_layout,
+                )
+            except (FileNotFoundError, SensorFileError) as exc:
+                if isinstance(exc, SensorFileError):
+                    self._record_fault(token, sd["channel"], path, exc)
+                else:
+                    self._record_missing(token, sd["channel"], path)
                 if sd is ref_sd:
                     # Without the reference sweep there is no LiDAR for this tick.
                     return None, np.zeros((0, 3))
@@ -576,6 +613,9 @@ class NuScenesDataset:
         except FileNotFoundError:
             self._record_missing(token, sd["channel"], path)
             return None
+        except SensorFileError as exc:
+            self._record_fault(token, sd["channel"], path, exc)
+            return None
         pose = ref_SE3_cam(
             global_SE3_ego_ref, self._ego_pose(sd["ego_pose_token"]), self._sensor_pose(sd)
         )
@@ -607,6 +647,9 @@ class NuScenesDataset:
             return read_ultrasonic_file(path, sd["timestamp"], sd["channel"])
         except FileNotFoundError:
             self._record_missing(token, sd["channel"], path)
+            return None
+        except SensorFileError as exc:
+            self._record_fault(token, sd["channel"], path, exc)
             return None
 
     def _boxes(self, sample: dict, ego_SE3_global: SE3) -> Boxes3D:
