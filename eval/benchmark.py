@@ -49,6 +49,7 @@ from eval.runner import (
     load_samples,
     training_image_reduction,
 )
+from sensors.types import Modality
 
 CLEAN = "clean"
 DEFAULT_BASELINE = "lidar_only"
@@ -400,8 +401,8 @@ def run_benchmark(
         # Samples are read once per camera decode reduction (one for every tiny-preset model);
         # a model without cameras takes them as they are decoded for the others.
         cam_r = sorted({training_image_reduction(ds, p.cfg) for p in pipes.values()
-                        if p.cfg.uses("camera")})
-        reduction = {v: training_image_reduction(ds, p.cfg) if p.cfg.uses("camera")
+                        if p.cfg.uses(Modality.CAMERA)})
+        reduction = {v: training_image_reduction(ds, p.cfg) if p.cfg.uses(Modality.CAMERA)
                      else (cam_r[0] if cam_r else ds.image_reduction) for v, p in pipes.items()}
         loaded: dict[int, LoadedSamples] = {}
         t0 = time.perf_counter()

@@ -62,14 +62,14 @@ import numpy as np
 
 from calibration.sample import CameraView, SyncedSample
 from calibration.se3 import SE3
-from sensors.types import CAMERA_CHANNELS, LidarSweep, UltrasonicScan
+from sensors.types import CAMERA_CHANNELS, LidarSweep, Modality, UltrasonicScan
 
 if TYPE_CHECKING:
     from sensors.datasets.nuscenes import NuScenesDataset
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 MID_SEVERITY = 3
-MODALITIES: tuple[str, ...] = ("camera", "lidar", "ultrasonic")
+MODALITIES: tuple[Modality, ...] = tuple(Modality)
 
 # HDL-32E beam elevations (nuScenes LIDAR_TOP; the synthetic rig uses the same).
 NUM_RINGS = 32
@@ -97,7 +97,7 @@ class Corruption:
     """
 
     name: str
-    modality: str
+    modality: Modality
     suite: str
     levels: tuple
     unit: str
@@ -123,55 +123,55 @@ class Corruption:
 
 
 CORRUPTIONS: tuple[Corruption, ...] = (
-    Corruption("lidar_fog", "lidar", "Robo3D fog", (0.005, 0.01, 0.02, 0.03, 0.06), "alpha 1/m"),
-    Corruption("lidar_beam_missing", "lidar", "Robo3D beam missing", (4, 8, 12, 16, 20),
+    Corruption("lidar_fog", Modality.LIDAR, "Robo3D fog", (0.005, 0.01, 0.02, 0.03, 0.06), "alpha 1/m"),
+    Corruption("lidar_beam_missing", Modality.LIDAR, "Robo3D beam missing", (4, 8, 12, 16, 20),
                "rings dropped"),
-    Corruption("lidar_cross_sensor", "lidar", "Robo3D cross-sensor", (24, 20, 16, 12, 8),
+    Corruption("lidar_cross_sensor", Modality.LIDAR, "Robo3D cross-sensor", (24, 20, 16, 12, 8),
                "rings kept, every 2nd point"),
-    Corruption("lidar_density", "lidar", "Robo3D density decrease",
+    Corruption("lidar_density", Modality.LIDAR, "Robo3D density decrease",
                (0.2, 0.35, 0.5, 0.65, 0.8), "share dropped"),
-    Corruption("lidar_cutout", "lidar", "nuScenes-C cutout", (2, 4, 6, 8, 10),
+    Corruption("lidar_cutout", Modality.LIDAR, "nuScenes-C cutout", (2, 4, 6, 8, 10),
                "regions of 2.5 m"),
-    Corruption("lidar_crosstalk", "lidar", "Robo3D crosstalk",
+    Corruption("lidar_crosstalk", Modality.LIDAR, "Robo3D crosstalk",
                (0.006, 0.012, 0.018, 0.024, 0.03), "share of false points"),
-    Corruption("lidar_gaussian", "lidar", "nuScenes-C Gaussian (L)",
+    Corruption("lidar_gaussian", Modality.LIDAR, "nuScenes-C Gaussian (L)",
                (0.04, 0.08, 0.12, 0.16, 0.20), "sigma m"),
-    Corruption("lidar_fov_lost", "lidar", "Robo3D FOV lost", (105, 90, 75, 60, 45),
+    Corruption("lidar_fov_lost", Modality.LIDAR, "Robo3D FOV lost", (105, 90, 75, 60, 45),
                "kept +-deg"),
-    Corruption("lidar_motion_comp", "lidar", "nuScenes-C motion compensation",
+    Corruption("lidar_motion_comp", Modality.LIDAR, "nuScenes-C motion compensation",
                ((0.5, 2.0), (1.0, 4.0), (1.5, 6.0), (2.0, 8.0), (3.0, 12.0)),
                "(m/s, deg/s)"),
-    Corruption("lidar_object_failure", "lidar", "Yu et al. object failure",
+    Corruption("lidar_object_failure", Modality.LIDAR, "Yu et al. object failure",
                (0.2, 0.35, 0.5, 0.65, 0.8), "probability per object"),
-    Corruption("lidar_missing", "lidar", "Yu et al. LiDAR failure", (None,), "absent"),
-    Corruption("camera_gaussian", "camera", "ImageNet-C Gaussian noise",
+    Corruption("lidar_missing", Modality.LIDAR, "Yu et al. LiDAR failure", (None,), "absent"),
+    Corruption("camera_gaussian", Modality.CAMERA, "ImageNet-C Gaussian noise",
                (0.08, 0.12, 0.18, 0.26, 0.38), "sigma"),
-    Corruption("camera_impulse", "camera", "ImageNet-C impulse noise",
+    Corruption("camera_impulse", Modality.CAMERA, "ImageNet-C impulse noise",
                (0.03, 0.06, 0.09, 0.17, 0.27), "amount"),
-    Corruption("camera_low_light", "camera", "nuScenes-C low light",
+    Corruption("camera_low_light", Modality.CAMERA, "nuScenes-C low light",
                (0.5, 0.35, 0.25, 0.15, 0.08), "irradiance factor"),
-    Corruption("camera_brightness", "camera", "ImageNet-C brightness",
+    Corruption("camera_brightness", Modality.CAMERA, "ImageNet-C brightness",
                (0.1, 0.2, 0.3, 0.4, 0.5), "HSV value added"),
-    Corruption("camera_fog", "camera", "ImageNet-C fog",
+    Corruption("camera_fog", Modality.CAMERA, "ImageNet-C fog",
                ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)),
                "(strength, wibble decay)"),
-    Corruption("camera_motion_blur", "camera", "ImageNet-C motion blur",
+    Corruption("camera_motion_blur", Modality.CAMERA, "ImageNet-C motion blur",
                ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)), "(radius, sigma) px @224"),
-    Corruption("camera_occlusion", "camera", "nuScenes-C occlusion",
+    Corruption("camera_occlusion", Modality.CAMERA, "nuScenes-C occlusion",
                (0.05, 0.1, 0.2, 0.3, 0.4), "share covered"),
-    Corruption("camera_missing", "camera", "Yu et al. camera failure", (1, 2, 3, 4, 5),
+    Corruption("camera_missing", Modality.CAMERA, "Yu et al. camera failure", (1, 2, 3, 4, 5),
                "cameras missing"),
-    Corruption("camera_all_missing", "camera", "Yu et al. camera failure", (None,), "absent"),
-    Corruption("camera_extrinsic_one", "camera", "Yu et al. spatial misalignment",
+    Corruption("camera_all_missing", Modality.CAMERA, "Yu et al. camera failure", (None,), "absent"),
+    Corruption("camera_extrinsic_one", Modality.CAMERA, "Yu et al. spatial misalignment",
                (0.5, 1.0, 1.5, 2.0, 2.5), "deg, one camera"),
-    Corruption("camera_extrinsic_all", "camera", "Yu et al. spatial misalignment",
+    Corruption("camera_extrinsic_all", Modality.CAMERA, "Yu et al. spatial misalignment",
                (0.5, 1.0, 1.5, 2.0, 2.5), "deg, every camera"),
-    Corruption("camera_stale", "camera", "Yu et al. temporal misalignment",
+    Corruption("camera_stale", Modality.CAMERA, "Yu et al. temporal misalignment",
                (50_000, 87_500, 125_000, 162_500, 200_000), "us stale"),
-    Corruption("ultrasonic_missing", "ultrasonic", "drivefuse", (None,), "absent"),
-    Corruption("ultrasonic_some_failed", "ultrasonic", "drivefuse", (2, 4, 6, 8, 10),
+    Corruption("ultrasonic_missing", Modality.ULTRASONIC, "drivefuse", (None,), "absent"),
+    Corruption("ultrasonic_some_failed", Modality.ULTRASONIC, "drivefuse", (2, 4, 6, 8, 10),
                "sensors silent"),
-    Corruption("ultrasonic_false_echo", "ultrasonic", "drivefuse", (1, 2, 3, 4, 6),
+    Corruption("ultrasonic_false_echo", Modality.ULTRASONIC, "drivefuse", (1, 2, 3, 4, 6),
                "sensors with false echo"),
 )
 CORRUPTION_NAMES: tuple[str, ...] = tuple(c.name for c in CORRUPTIONS)
@@ -352,15 +352,15 @@ def corrupt(
     ctx = context or SampleContext()
     rng = corruption_rng(seed, sample.token, name)
     match spec.modality:
-        case "lidar":
+        case Modality.LIDAR:
             if name == "lidar_missing":
                 return replace(sample, lidar=None)
             if sample.lidar is None:
                 return sample
             return replace(sample, lidar=_corrupt_lidar(sample, name, p, rng, ctx))
-        case "camera":
+        case Modality.CAMERA:
             return _corrupt_cameras(sample, name, p, rng, ctx)
-        case "ultrasonic":
+        case Modality.ULTRASONIC:
             if name == "ultrasonic_missing":
                 return replace(sample, ultrasonic=None)
             if sample.ultrasonic is None:

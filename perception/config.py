@@ -9,15 +9,16 @@ unknown or missing fields with an error that names them.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sensors.types import DETECTION_CLASSES
+from sensors.types import DETECTION_CLASSES, Modality
 
-# Modality order of every presence mask (matches sensors.types.Modality).
-MODALITY_ORDER: tuple[str, ...] = ("camera", "lidar", "ultrasonic")
+# Modality order of every presence mask (the order of sensors.types.Modality).
+MODALITY_ORDER: tuple[Modality, ...] = tuple(Modality)
 
 FUSION_VARIANTS: tuple[str, ...] = (
     "mean",
@@ -135,7 +136,7 @@ class UltrasonicConfig:
 
 # Sensors whose loss changes which path a fused model runs (perception.experts); the
 # ultrasonic near-field raster is an extra that every path masks on its own.
-PRINCIPAL_MODALITIES: tuple[str, ...] = ("camera", "lidar")
+PRINCIPAL_MODALITIES: tuple[Modality, ...] = (Modality.CAMERA, Modality.LIDAR)
 # Single-sensor variants that can be kept inside a fused model as its fallback experts.
 EXPERT_VARIANTS: tuple[str, ...] = ("camera_only", "lidar_only", "lidar_ultrasonic")
 
@@ -179,12 +180,12 @@ class FusionConfig:
     """
 
     kind: str = "concat_conv"
-    modalities: tuple[str, ...] = MODALITY_ORDER
+    modalities: tuple[Modality, ...] = MODALITY_ORDER
     channels: int = 32
     per_channel_weights: bool = False
     paint_channels: int = 8
     fallback: tuple[FallbackExpertConfig, ...] = ()
-    missing_as_empty: tuple[str, ...] = ()
+    missing_as_empty: tuple[Modality, ...] = ()
 
 
 # CenterPoint's nuScenes task groups: classes that share a heatmap head and an NMS pass.
@@ -288,7 +289,7 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def uses(self, modality: str) -> bool:
+    def uses(self, modality: Modality | str) -> bool:
         """True when this model has a branch for ``modality``."""
         return modality in self.fusion.modalities
 
@@ -298,7 +299,8 @@ class ModelConfig:
         bad = [m for m in self.fusion.modalities if m not in MODALITY_ORDER]
         if bad or not self.fusion.modalities:
             raise ValueError(f"ModelConfig {self.name}: bad modalities {self.fusion.modalities}")
-        if self.fusion.kind == "serial" and not {"camera", "lidar"} <= set(self.fusion.modalities):
+        principal = set(PRINCIPAL_MODALITIES)
+        if self.fusion.kind == "serial" and not principal <= set(self.fusion.modalities):
             raise ValueError("serial fusion paints camera features onto LiDAR: needs both")
         for e in self.fusion.fallback:
             own = _variant_fusion(e.variant, self.fusion).modalities  # unknown names fail here
@@ -310,7 +312,7 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig {self.name}: fallback expert {e.variant!r} shares "
                                  f"{e.shared}, not all among its modalities {own}")
         bad = [m for m in self.fusion.missing_as_empty
-               if m != "ultrasonic" or m not in self.fusion.modalities]
+               if m != Modality.ULTRASONIC or m not in self.fusion.modalities]
         if bad:
             raise ValueError(f"ModelConfig {self.name}: missing_as_empty {bad}: only a used "
                              "ultrasonic can be read as empty (the principal sensors have "
@@ -370,11 +372,13 @@ def _variant_fusion(variant: str, fusion: FusionConfig) -> FusionConfig:
         case "mean" | "weighted" | "concat_conv" | "gated" | "serial" | "late":
             return replace(fusion, kind=variant, modalities=all3)
         case "camera_only":
-            return replace(fusion, kind="mean", modalities=("camera",))
+            return replace(fusion, kind="mean", modalities=(Modality.CAMERA,))
         case "lidar_only":
-            return replace(fusion, kind="mean", modalities=("lidar",))
+            return replace(fusion, kind="mean", modalities=(Modality.LIDAR,))
         case "lidar_ultrasonic":
-            return replace(fusion, kind="concat_conv", modalities=("lidar", "ultrasonic"))
+            return replace(
+                fusion, kind="concat_conv", modalities=(Modality.LIDAR, Modality.ULTRASONIC)
+            )
         case _:
             raise ValueError(f"unknown fusion variant {variant!r}; choose from {FUSION_VARIANTS}")
 
@@ -411,8 +415,18 @@ def preset(name: str = "tiny", variant: str = "concat_conv") -> ModelConfig:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass (tuples become lists)."""
-    return dataclasses.asdict(cfg)
+    """A JSON-ready dict of a (nested) config dataclass (tuples become lists, enums their
+    ``.value``, so config.json holds the plain strings).
+    """
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, list | tuple):
+            return type(v)(plain(x) for x in v)
+        return v
+
+    return dataclasses.asdict(cfg, dict_factory=lambda kv: {k: plain(v) for k, v in kv})
 
 
 # Fields a config.json written before they existed may lack (they take their default).
@@ -434,6 +448,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(a, v, f"{where}[]") for a, v in zip(args, value))
     if tp is float and isinstance(value, int):
         return float(value)
+    if tp is Modality and value in Modality._value2member_map_:
+        return Modality(value)  # an unknown name stays as written: validation names it
     if origin in (types.UnionType, typing.Union):
         return value
     return value

@@ -168,8 +168,9 @@ def compose_fallback(
         host_dir: a fused checkpoint folder (``mean`` ... ``late``, ``serial``).
         expert_dirs: single-sensor checkpoint folders, in the order they are tried.
         out_dir: where to write (default: over ``host_dir``; its train log stays).
-        missing_as_empty: ``FusionConfig.missing_as_empty`` of the result (``("ultrasonic",)``:
-            a missing ultrasonic is read as an empty raster by the fused path).
+        missing_as_empty: ``FusionConfig.missing_as_empty`` of the result
+            (``(Modality.ULTRASONIC,)``: a missing ultrasonic is read as an empty raster
+            by the fused path).
 
     Returns:
         The folder written.

@@ -14,6 +14,7 @@ from torch import nn
 
 from perception.backbones.common import conv_bn_relu
 from perception.config import MODALITY_ORDER, ModelConfig
+from sensors.types import Modality
 
 
 def _mask(presence: torch.Tensor, modality: str) -> torch.Tensor:
@@ -189,7 +190,7 @@ def build_fuser(cfg: ModelConfig, in_channels: dict[str, int]) -> nn.Module:
             return GatedFuser(in_channels, c)
         case "serial":
             # Camera is already inside the LiDAR map (painting); combine what remains.
-            rest = {m: ch for m, ch in in_channels.items() if m != "camera"}
+            rest = {m: ch for m, ch in in_channels.items() if m != Modality.CAMERA}
             return ConcatConvFuser(rest, c)
         case "late":
             from perception.heads import LateFusionHeads

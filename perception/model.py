@@ -31,6 +31,7 @@ from perception.heads.losses import (
     regression_loss,
 )
 from perception.timing import Stopwatch, maybe_stage
+from sensors.types import Modality
 
 
 class FusionModel(nn.Module):
@@ -44,21 +45,21 @@ class FusionModel(nn.Module):
         in_ch: dict[str, int] = {}
         self.camera = self.lidar = self.ultrasonic = None
         self.paint_proj: nn.Module | None = None
-        if cfg.uses("camera"):
+        if cfg.uses(Modality.CAMERA):
             self.camera = CameraBackbone(cfg.camera, cfg.grid, lift=not self.serial)
             if self.serial:
                 self.paint_proj = nn.Conv2d(
                     self.camera.encoder.out_channels, cfg.fusion.paint_channels, 1
                 )
             else:
-                in_ch["camera"] = self.camera.out_channels
-        if cfg.uses("lidar"):
+                in_ch[Modality.CAMERA] = self.camera.out_channels
+        if cfg.uses(Modality.LIDAR):
             paint = cfg.fusion.paint_channels if self.serial else 0
             self.lidar = LidarBackbone(cfg.lidar, cfg.grid, paint_channels=paint)
-            in_ch["lidar"] = self.lidar.out_channels
-        if cfg.uses("ultrasonic"):
+            in_ch[Modality.LIDAR] = self.lidar.out_channels
+        if cfg.uses(Modality.ULTRASONIC):
             self.ultrasonic = UltrasonicBackbone(cfg.ultrasonic, cfg.grid, cfg.lidar)
-            in_ch["ultrasonic"] = self.ultrasonic.out_channels
+            in_ch[Modality.ULTRASONIC] = self.ultrasonic.out_channels
         # Modalities whose map reaches the fuser (serial: the camera arrives inside the LiDAR).
         self.fused_modalities = tuple(in_ch)
         self.fuser = build_fuser(cfg, in_ch)
@@ -95,8 +96,8 @@ class FusionModel(nn.Module):
         reuses the maps whose inputs a corruption leaves alone.
         """
         out = {m: frozenset({m}) for m in self.fused_modalities}
-        if self.serial and "lidar" in out:
-            out["lidar"] = frozenset({"camera", "lidar"})
+        if self.serial and Modality.LIDAR in out:
+            out[Modality.LIDAR] = frozenset({Modality.CAMERA, Modality.LIDAR})
         for e in self.cfg.fusion.fallback:  # an expert's own branches read their own sensor
             inputs = self.experts[e.variant].map_inputs()
             out |= {branch_name(e.variant, m): x for m, x in inputs.items() if m not in e.shared}
@@ -126,9 +127,9 @@ class FusionModel(nn.Module):
         painted = None
         depth_logits = None
         # Serial fusion needs the camera features inside the LiDAR branch.
-        camera_needed = "camera" in which or (self.serial and "lidar" in which)
-        if batch.camera_bev is not None and "camera" in which:  # frozen branch, from a cache
-            bevs["camera"] = batch.camera_bev
+        camera_needed = Modality.CAMERA in which or (self.serial and Modality.LIDAR in which)
+        if batch.camera_bev is not None and Modality.CAMERA in which:  # frozen branch, from a cache
+            bevs[Modality.CAMERA] = batch.camera_bev
         elif self.camera is not None and camera_needed:
             with maybe_stage(watch, "camera_backbone"):
                 img = self.camera.encode(batch.images)  # (B*K, C, h, w)
@@ -147,21 +148,22 @@ class FusionModel(nn.Module):
                             img, batch.cell_index, batch.camera_mask
                         )
                 with maybe_stage(watch, "camera_bev_encoder"):
-                    bevs["camera"] = self.camera.bev_encoder(cam_bev)
-        if batch.lidar_bev is not None and "lidar" in which:  # frozen branch, from a cache
-            bevs["lidar"] = batch.lidar_bev
-        elif self.lidar is not None and "lidar" in which:
+                    bevs[Modality.CAMERA] = self.camera.bev_encoder(cam_bev)
+        if batch.lidar_bev is not None and Modality.LIDAR in which:  # frozen branch, from a cache
+            bevs[Modality.LIDAR] = batch.lidar_bev
+        elif self.lidar is not None and Modality.LIDAR in which:
             with maybe_stage(watch, "lidar_backbone"):
-                bevs["lidar"] = self.lidar(
+                bevs[Modality.LIDAR] = self.lidar(
                     batch.pillars, batch.pillar_coords, batch.pillar_num_points, b, painted
                 )
-        if self.ultrasonic is not None and "ultrasonic" in which:
+        if self.ultrasonic is not None and Modality.ULTRASONIC in which:
             raster = batch.ultrasonic_raster
-            if "ultrasonic" in self.cfg.fusion.missing_as_empty:  # absent: empty, whatever it held
-                absent = ~batch.presence[:, MODALITY_ORDER.index("ultrasonic")].view(-1, 1, 1, 1)
+            if Modality.ULTRASONIC in self.cfg.fusion.missing_as_empty:  # absent: empty raster
+                slot = MODALITY_ORDER.index(Modality.ULTRASONIC)
+                absent = ~batch.presence[:, slot].view(-1, 1, 1, 1)
                 raster = raster.masked_fill(absent, 0.0)
             with maybe_stage(watch, "ultrasonic_backbone"):
-                bevs["ultrasonic"] = self.ultrasonic(raster)
+                bevs[Modality.ULTRASONIC] = self.ultrasonic(raster)
         if own:  # experts' own branches (never from the host's training feature cache)
             plain = dataclasses.replace(batch, camera_bev=None, lidar_bev=None)
             for name in own:
@@ -221,12 +223,12 @@ class FusionModel(nn.Module):
     def branch_bevs(self, batch: Batch, which: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """BEV maps of the named branches (camera, lidar), to cache them when frozen."""
         out = {}
-        if "camera" in which and self.camera is not None and not self.serial:
+        if Modality.CAMERA in which and self.camera is not None and not self.serial:
             img = self.camera.encode(batch.images)
             bev = self.camera.view_transform(img, batch.cell_index, batch.camera_mask)
-            out["camera"] = self.camera.bev_encoder(bev)
-        if "lidar" in which and self.lidar is not None and not self.serial:
-            out["lidar"] = self.lidar(
+            out[Modality.CAMERA] = self.camera.bev_encoder(bev)
+        if Modality.LIDAR in which and self.lidar is not None and not self.serial:
+            out[Modality.LIDAR] = self.lidar(
                 batch.pillars, batch.pillar_coords, batch.pillar_num_points, batch.batch_size
             )
         return out

@@ -89,6 +89,20 @@ class Modality(str, Enum):
     LIDAR = "lidar"
     ULTRASONIC = "ultrasonic"
 
+    # Printed, formatted and repr'd as the plain name, so messages, file names and reports
+    # read the same whichever of a ``Modality`` or its string (from a config.json) they got.
+    def __str__(self) -> str:
+        """The modality's name, ``"camera"``."""
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        """Formatted as the name (f-strings, ``str.format``)."""
+        return format(str(self.value), spec)
+
+    def __repr__(self) -> str:
+        """``'camera'``, as the string it stands for."""
+        return repr(self.value)
+
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)

@@ -19,6 +19,19 @@ def test_every_preset_round_trips_through_json(name, variant):
     assert back == cfg
 
 
+def test_modalities_are_enums_in_code_and_plain_strings_in_config_json():
+    from sensors.types import Modality
+
+    cfg = preset("tiny", "lidar_ultrasonic")
+    d = config_to_dict(cfg)
+    assert [type(m) for m in d["fusion"]["modalities"]] == [str, str]  # not the enum
+    assert orjson.loads(orjson.dumps(d))["fusion"]["modalities"] == ["lidar", "ultrasonic"]
+    back = config_from_dict(orjson.loads(orjson.dumps(d)))
+    assert back.fusion.modalities == (Modality.LIDAR, Modality.ULTRASONIC)
+    assert all(type(m) is Modality for m in back.fusion.modalities)  # JSON strings -> enum
+    assert f"{back.fusion.modalities[0]}" == "lidar" and str(Modality.CAMERA) == "camera"
+
+
 def test_variants_use_the_right_modalities_and_fusers():
     assert preset("tiny", "camera_only").fusion.modalities == ("camera",)
     assert preset("tiny", "lidar_only").fusion.modalities == ("lidar",)
