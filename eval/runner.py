@@ -22,6 +22,7 @@ from calibration.sample import Boxes3D, SyncedSample
 from calibration.se3 import SE3
 from eval import planning
 from eval.detection.results import ResultsMeta, write_results
+from sensors.types import Modality
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +146,9 @@ class ModelRun:
     def for_pipeline(cls, pipe: Pipeline, steering_ratio: float | None = None) -> ModelRun:
         """An empty record for ``pipe`` (results meta, waypoint spacing, ego status)."""
         return cls(
-            meta=ResultsMeta(use_camera=pipe.cfg.uses("camera"), use_lidar=pipe.cfg.uses("lidar")),
+            meta=ResultsMeta(
+                use_camera=pipe.cfg.uses(Modality.CAMERA), use_lidar=pipe.cfg.uses(Modality.LIDAR)
+            ),
             dt_s=pipe.cfg.planning.dt_s,
             ego_status=bool(pipe.cfg.planning.use_ego_status),
             steering_ratio=steering_ratio,
@@ -243,7 +246,7 @@ class ModelRun:
 
 def training_image_reduction(ds: NuScenesDataset, cfg: ModelConfig) -> int:
     """The camera decode reduction ``cfg``'s training cache used on ``ds`` (1 without cameras)."""
-    if not cfg.uses("camera"):
+    if not cfg.uses(Modality.CAMERA):
         return ds.image_reduction
     from perception.backbones.camera_inputs import image_reduction_for
 
@@ -255,7 +258,7 @@ def decode_like_training(ds: NuScenesDataset, cfg: ModelConfig) -> None:
     (``perception.train.cache_split``), so the model sees the same pixels; no-op for models
     without cameras.
     """
-    if cfg.uses("camera"):
+    if cfg.uses(Modality.CAMERA):
         ds.set_image_reduction(training_image_reduction(ds, cfg))
 
 
@@ -466,8 +469,8 @@ def planning_summary(run: ModelRun, nusc) -> dict[str, float]:  # noqa: ANN001 -
     }
 
 
-DROP_CORRUPTION = {"camera": "camera_all_missing", "lidar": "lidar_missing",
-                   "ultrasonic": "ultrasonic_missing"}
+DROP_CORRUPTION = {Modality.CAMERA: "camera_all_missing", Modality.LIDAR: "lidar_missing",
+                   Modality.ULTRASONIC: "ultrasonic_missing"}
 
 
 def evaluate_checkpoints(
