@@ -18,7 +18,7 @@ from perception.backbones.camera_inputs import (
 )
 from perception.backbones.lidar_inputs import paint_index, pillar_grid_hw, voxelize_points
 from perception.backbones.ultrasonic_inputs import ultrasonic_bev
-from perception.config import MODALITY_ORDER, ModelConfig
+from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
 from perception.sample_arrays import SampleArrays
 from perception.timing import Stopwatch, maybe_stage
 
@@ -138,7 +138,7 @@ def collate(
             hh, ww = cfg.camera.image_hw
             images = torch.zeros((b, NUM_CAMERAS, 3, 0, 0)) if hh else torch.zeros(0)
     with maybe_stage(watch, "paint_index"):
-        if cfg.fusion.kind == "serial" and uses_cam and uses_lidar:
+        if cfg.fusion.kind == FusionKind.SERIAL and uses_cam and uses_lidar:
             p_index = paint_index(
                 pillars.numpy(), pillar_num.numpy(), pillar_coords[:, 0].numpy(), proj,
                 np.stack([s.camera_mask for s in samples]), cfg.camera.feature_hw,
@@ -159,7 +159,8 @@ def collate(
     if all(s.has_targets for s in samples):
         for name in ("heatmap", "reg_index", "reg_target", "reg_mask", "vel_mask"):
             tg[name] = torch.from_numpy(np.stack([getattr(s, name) for s in samples]))
-        if depth_targets and uses_cam and cfg.loss.depth_weight > 0 and cfg.fusion.kind != "serial":
+        serial = cfg.fusion.kind == FusionKind.SERIAL
+        if depth_targets and uses_cam and cfg.loss.depth_weight > 0 and not serial:
             with maybe_stage(watch, "depth_target"):
                 dt = np.full((b, NUM_CAMERAS, *cfg.camera.feature_hw), -1, np.int64)
                 for i, s in enumerate(samples):

@@ -15,10 +15,23 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sensors.types import DETECTION_CLASSES, Modality
+from sensors.types import DETECTION_CLASSES, Modality, NameEnum
 
 # Modality order of every presence mask (the order of sensors.types.Modality).
 MODALITY_ORDER: tuple[Modality, ...] = tuple(Modality)
+
+
+
+class FusionKind(NameEnum):
+    """How the modalities meet (``FusionConfig.kind``; ``perception.fusion.build_fuser``)."""
+
+    MEAN = "mean"
+    WEIGHTED = "weighted"
+    CONCAT_CONV = "concat_conv"
+    GATED = "gated"
+    SERIAL = "serial"
+    LATE = "late"
+
 
 FUSION_VARIANTS: tuple[str, ...] = (
     "mean",
@@ -179,7 +192,7 @@ class FusionConfig:
 
     """
 
-    kind: str = "concat_conv"
+    kind: FusionKind = FusionKind.CONCAT_CONV
     modalities: tuple[Modality, ...] = MODALITY_ORDER
     channels: int = 32
     per_channel_weights: bool = False
@@ -294,13 +307,13 @@ class ModelConfig:
         return modality in self.fusion.modalities
 
     def __post_init__(self) -> None:
-        if self.fusion.kind not in ("mean", "weighted", "concat_conv", "gated", "serial", "late"):
+        if self.fusion.kind not in tuple(FusionKind):
             raise ValueError(f"ModelConfig {self.name}: unknown fusion kind {self.fusion.kind!r}")
         bad = [m for m in self.fusion.modalities if m not in MODALITY_ORDER]
         if bad or not self.fusion.modalities:
             raise ValueError(f"ModelConfig {self.name}: bad modalities {self.fusion.modalities}")
         principal = set(PRINCIPAL_MODALITIES)
-        if self.fusion.kind == "serial" and not principal <= set(self.fusion.modalities):
+        if self.fusion.kind == FusionKind.SERIAL and not principal <= set(self.fusion.modalities):
             raise ValueError("serial fusion paints camera features onto LiDAR: needs both")
         for e in self.fusion.fallback:
             own = _variant_fusion(e.variant, self.fusion).modalities  # unknown names fail here
@@ -370,14 +383,15 @@ def _variant_fusion(variant: str, fusion: FusionConfig) -> FusionConfig:
     all3 = MODALITY_ORDER
     match variant:
         case "mean" | "weighted" | "concat_conv" | "gated" | "serial" | "late":
-            return replace(fusion, kind=variant, modalities=all3)
+            return replace(fusion, kind=FusionKind(variant), modalities=all3)
         case "camera_only":
-            return replace(fusion, kind="mean", modalities=(Modality.CAMERA,))
+            return replace(fusion, kind=FusionKind.MEAN, modalities=(Modality.CAMERA,))
         case "lidar_only":
-            return replace(fusion, kind="mean", modalities=(Modality.LIDAR,))
+            return replace(fusion, kind=FusionKind.MEAN, modalities=(Modality.LIDAR,))
         case "lidar_ultrasonic":
             return replace(
-                fusion, kind="concat_conv", modalities=(Modality.LIDAR, Modality.ULTRASONIC)
+                fusion, kind=FusionKind.CONCAT_CONV,
+                modalities=(Modality.LIDAR, Modality.ULTRASONIC),
             )
         case _:
             raise ValueError(f"unknown fusion variant {variant!r}; choose from {FUSION_VARIANTS}")
@@ -448,8 +462,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(a, v, f"{where}[]") for a, v in zip(args, value))
     if tp is float and isinstance(value, int):
         return float(value)
-    if tp is Modality and value in Modality._value2member_map_:
-        return Modality(value)  # an unknown name stays as written: validation names it
+    if tp in (Modality, FusionKind) and value in tp._value2member_map_:
+        return tp(value)  # an unknown name stays as written: validation names it
     if origin in (types.UnionType, typing.Union):
         return value
     return value

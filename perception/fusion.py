@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from perception.backbones.common import conv_bn_relu
-from perception.config import MODALITY_ORDER, ModelConfig
+from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
 from sensors.types import Modality
 
 
@@ -180,19 +180,19 @@ def build_fuser(cfg: ModelConfig, in_channels: dict[str, int]) -> nn.Module:
     """
     c = cfg.fusion.channels
     match cfg.fusion.kind:
-        case "mean":
+        case FusionKind.MEAN:
             return MeanFuser(in_channels, c)
-        case "weighted":
+        case FusionKind.WEIGHTED:
             return WeightedFuser(in_channels, c, cfg.fusion.per_channel_weights)
-        case "concat_conv":
+        case FusionKind.CONCAT_CONV:
             return ConcatConvFuser(in_channels, c)
-        case "gated":
+        case FusionKind.GATED:
             return GatedFuser(in_channels, c)
-        case "serial":
+        case FusionKind.SERIAL:
             # Camera is already inside the LiDAR map (painting); combine what remains.
             rest = {m: ch for m, ch in in_channels.items() if m != Modality.CAMERA}
             return ConcatConvFuser(rest, c)
-        case "late":
+        case FusionKind.LATE:
             from perception.heads import LateFusionHeads
 
             return LateFusionHeads(cfg, in_channels)

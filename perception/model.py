@@ -12,7 +12,7 @@ from perception.backbones.camera_inputs import NUM_CAMERAS
 from perception.backbones.lidar import LidarBackbone, gather_paint
 from perception.backbones.ultrasonic import UltrasonicBackbone
 from perception.batch import Batch
-from perception.config import MODALITY_ORDER, ModelConfig
+from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
 from perception.experts import (
     FUSED_PATH,
     PathRule,
@@ -40,8 +40,8 @@ class FusionModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.serial = cfg.fusion.kind == "serial"
-        self.late = cfg.fusion.kind == "late"
+        self.serial = cfg.fusion.kind == FusionKind.SERIAL
+        self.late = cfg.fusion.kind == FusionKind.LATE
         in_ch: dict[str, int] = {}
         self.camera = self.lidar = self.ultrasonic = None
         self.paint_proj: nn.Module | None = None

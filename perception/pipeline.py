@@ -13,7 +13,7 @@ from calibration.sample import SyncedSample
 from perception.backbones.camera_decode import decoded_like_training
 from perception.batch import collate
 from perception.checkpoint import load_checkpoint
-from perception.config import MODALITY_ORDER, ModelConfig
+from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
 from perception.control import ControlConfig, compute_control
 from perception.heads import decode_detections
 from perception.model import FusionModel, build_model
@@ -105,8 +105,9 @@ class Pipeline:
         key = None
         if batch_cache is not None:
             c = self.cfg
+            serial = c.fusion.kind == FusionKind.SERIAL
             key = (id(arrays), repr((tuple(c.uses(m) for m in MODALITY_ORDER), c.grid, c.lidar,
-                                     c.camera, c.fusion.kind == "serial", skip, self.device)))
+                                     c.camera, serial, skip, self.device)))
         batch = batch_cache.get(key) if batch_cache is not None and key is not None else None
         if batch is None:
             batch = collate([arrays], self.cfg, watch, skip=skip)

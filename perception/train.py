@@ -32,7 +32,7 @@ from tqdm import tqdm
 from perception.backbones.camera_inputs import NUM_CAMERAS, image_reduction_for
 from perception.batch import Batch, collate
 from perception.checkpoint import git_commit, save_checkpoint
-from perception.config import MODALITY_ORDER, ModelConfig, preset
+from perception.config import MODALITY_ORDER, FusionKind, ModelConfig, preset
 from perception.fusion import anchor as anchor_fuser
 from perception.model import FusionModel, build_model
 from perception.prepare import prepare_sample
@@ -413,9 +413,8 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     if opts.fuser and opts.fuser != cfg.fusion.kind:
         # Capacity-matched ablation, e.g. lidar_only through the concat_conv fusion layers:
         # tells a gain from a second sensor apart from a gain from the fuser's extra convs.
-        cfg = replace(
-            cfg, fusion=replace(cfg.fusion, kind=opts.fuser), name=f"{cfg.name}+{opts.fuser}"
-        )
+        fusion = replace(cfg.fusion, kind=FusionKind(opts.fuser))
+        cfg = replace(cfg, fusion=fusion, name=f"{cfg.name}+{opts.fuser}")
     if opts.image_hw and tuple(opts.image_hw) != cfg.camera.image_hw:
         h, w = (int(v) for v in opts.image_hw)
         stride = cfg.camera.feature_stride
@@ -461,7 +460,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     # Frozen camera/LiDAR branches: compute their BEV maps once, train on the cache.
     cached = tuple(
         m for m in ("camera", "lidar")
-        if m in opts.freeze and cfg.uses(m) and cfg.fusion.kind != "serial"
+        if m in opts.freeze and cfg.uses(m) and cfg.fusion.kind != FusionKind.SERIAL
     )
     feature_files = None
     if cached:

@@ -82,17 +82,15 @@ class DrivingCommand(IntEnum):
     STRAIGHT = 2
 
 
-class Modality(str, Enum):
-    """The three sensing modalities; their order is the order of presence masks."""
+class NameEnum(str, Enum):
+    """A string enum that compares, hashes, prints, formats and reprs as its plain name.
 
-    CAMERA = "camera"
-    LIDAR = "lidar"
-    ULTRASONIC = "ultrasonic"
+    So messages, file names and reports read the same whichever of a member or its string
+    (from a config.json) they got, and a member can be used wherever the string was.
+    """
 
-    # Printed, formatted and repr'd as the plain name, so messages, file names and reports
-    # read the same whichever of a ``Modality`` or its string (from a config.json) they got.
     def __str__(self) -> str:
-        """The modality's name, ``"camera"``."""
+        """The member's name as written in files, e.g. ``"camera"``."""
         return str(self.value)
 
     def __format__(self, spec: str) -> str:
@@ -102,6 +100,14 @@ class Modality(str, Enum):
     def __repr__(self) -> str:
         """``'camera'``, as the string it stands for."""
         return repr(self.value)
+
+
+class Modality(NameEnum):
+    """The three sensing modalities; their order is the order of presence masks."""
+
+    CAMERA = "camera"
+    LIDAR = "lidar"
+    ULTRASONIC = "ultrasonic"
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -32,6 +32,20 @@ def test_modalities_are_enums_in_code_and_plain_strings_in_config_json():
     assert f"{back.fusion.modalities[0]}" == "lidar" and str(Modality.CAMERA) == "camera"
 
 
+def test_fusion_kind_is_an_enum_in_code_and_a_plain_string_in_config_json():
+    from perception.config import FusionKind
+
+    cfg = preset("tiny", "gated")
+    assert type(cfg.fusion.kind) is FusionKind and cfg.fusion.kind == "gated"
+    d = orjson.loads(orjson.dumps(config_to_dict(cfg)))
+    assert d["fusion"]["kind"] == "gated"
+    back = config_from_dict(d)
+    assert type(back.fusion.kind) is FusionKind and back == cfg
+    d["fusion"]["kind"] = "average"  # unknown kinds stay as written and are refused by name
+    with pytest.raises(ValueError, match="unknown fusion kind 'average'"):
+        config_from_dict(d)
+
+
 def test_variants_use_the_right_modalities_and_fusers():
     assert preset("tiny", "camera_only").fusion.modalities == ("camera",)
     assert preset("tiny", "lidar_only").fusion.modalities == ("lidar",)
