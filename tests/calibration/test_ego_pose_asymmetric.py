@@ -40,10 +40,6 @@ def test_future_trajectory_on_timestamps_off_the_pose_grid(tmp_path):
     """``_future_xy`` at a reference time 20 ms off the 50 ms LiDAR pose grid equals the
     analytic ego path (an arc) within interpolation error, a few tenths of a millimetre; the
     step past the end of the 3 s scene is NaN."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sensors" / "datasets"))
     import nuscenes_fixture as fx
 
     from sensors.datasets.nuscenes import FUTURE_DT_US, FUTURE_STEPS, NuScenesDataset

@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_synth import micro_config
 
 from eval.benchmark import BenchmarkSpec, cell_name, robustness, run_benchmark
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perception"))
-from model_synth import micro_config  # noqa: E402
 
 sim = pytest.importorskip("sensors.sim")
 REPO = Path(__file__).resolve().parents[2]

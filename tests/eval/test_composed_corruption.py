@@ -3,17 +3,12 @@ cell that touches two sensors reuses no branch map that reads either of them."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from model_synth import make_sample, micro_config
 
 from eval.corruptions import compose, corrupt, get_corruption, lidar_rings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perception"))
-from model_synth import make_sample, micro_config  # noqa: E402
 
 HALF_BEAMS_ONE_CAMERA = compose((("camera_missing", 1), ("lidar_beam_missing", 4)))
 

@@ -3,13 +3,12 @@ identity; draws depend only on (seed, sample token, corruption)."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from model_synth import make_sample
 
 from calibration.se3 import SE3
 from eval.corruptions import (
@@ -26,9 +25,6 @@ from eval.corruptions import (
     plasma_fractal,
 )
 from sensors.types import ACCUMULATED_COLUMNS, LidarSweep, UltrasonicScan
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perception"))
-from model_synth import make_sample  # noqa: E402
 
 ORIGIN = np.array([0.5, 0.0, 1.8])
 CTX = SampleContext(sweep_origins=((0.0, ORIGIN), (0.05, ORIGIN + [-0.5, 0, 0])))

@@ -3,19 +3,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from model_synth import make_sample, micro_config
 
 from eval.corruptions import corrupt
 from perception import Pipeline
 from perception.prepare import prepare_sample
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perception"))
-from model_synth import make_sample, micro_config  # noqa: E402
 
 
 def _same(a, b) -> bool:

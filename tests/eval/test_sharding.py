@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from model_synth import micro_config
 
 from eval.executor import ExecutorConfig, ensure_ray
 from eval.runner import run_model
 from eval.sharding import merge_runs, run_model_sharded, shards_by_scene
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perception"))
-from model_synth import micro_config  # noqa: E402
 
 sim = pytest.importorskip("sensors.sim")
 REPO = Path(__file__).resolve().parents[2]
