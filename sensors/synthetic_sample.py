@@ -95,3 +95,24 @@ def make_sample(
         future_xy_ego_m=fut,
         command=2,
     )
+
+
+def accumulated_sweeps(sweep: np.ndarray, num_sweeps: int = 10) -> np.ndarray:
+    """Multi-sweep accumulation look-alike, (N * num_sweeps, 5).
+
+    The sweep seen from an ego moving 8 m/s and turning 0.3 deg per 50 ms sweep, 2 cm jitter,
+    time lag in column 4.
+    """
+    rng = np.random.default_rng(7)
+    parts = []
+    for k in range(num_sweeps):
+        p = sweep.copy()
+        yaw = np.deg2rad(0.3 * k)
+        c, s = np.cos(yaw), np.sin(yaw)
+        x, y = p[:, 0].copy(), p[:, 1].copy()
+        p[:, 0] = c * x - s * y + 0.4 * k
+        p[:, 1] = s * x + c * y
+        p[:, :3] += rng.normal(0.0, 0.02, size=(len(p), 3)).astype(np.float32)
+        p[:, 4] = np.float32(0.05 * k)
+        parts.append(p)
+    return np.concatenate(parts).astype(np.float32)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sensors.synthetic_sample import accumulated_sweeps
+
 # The repository root in a checkout (the real frame sits beside it in ../shared).
 REPO = Path(__file__).resolve().parents[2]
 FRAME_DIR = REPO / "../shared/data/nuscenes-frame"
@@ -65,27 +67,6 @@ def _load_sweep() -> tuple[np.ndarray, str]:
     pts = np.stack([r * np.cos(az), r * np.sin(az), r * np.tan(el) + 1.84,
                     rng.uniform(0, 100, az.shape), np.zeros_like(az)], -1).reshape(-1, 5)
     return pts.astype(np.float32), "synthetic sweep (real frame not found)"
-
-
-def accumulate(sweep: np.ndarray, num_sweeps: int = 10) -> np.ndarray:
-    """Multi-sweep accumulation look-alike, (N * num_sweeps, 5).
-
-    The sweep seen from an ego moving 8 m/s and turning 0.3 deg per 50 ms sweep, 2 cm jitter,
-    time lag in column 4.
-    """
-    rng = np.random.default_rng(7)
-    parts = []
-    for k in range(num_sweeps):
-        p = sweep.copy()
-        yaw = np.deg2rad(0.3 * k)
-        c, s = np.cos(yaw), np.sin(yaw)
-        x, y = p[:, 0].copy(), p[:, 1].copy()
-        p[:, 0] = c * x - s * y + 0.4 * k
-        p[:, 1] = s * x + c * y
-        p[:, :3] += rng.normal(0.0, 0.02, size=(len(p), 3)).astype(np.float32)
-        p[:, 4] = np.float32(0.05 * k)
-        parts.append(p)
-    return np.concatenate(parts).astype(np.float32)
 
 
 def camera_rig(feat_h: int = 32, feat_w: int = 88) -> tuple[np.ndarray, np.ndarray, str]:
@@ -586,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{load[0]:.1f}/{load[1]:.1f}, threads={args.threads}, rounds={args.rounds}, "
           f"numba {numba.__version__}, torch {torch.__version__}, numpy {np.__version__}")
     sweep, src = _load_sweep()
-    acc = accumulate(sweep)
+    acc = accumulated_sweeps(sweep)
     bw = copy_bandwidth()
     print(f"inputs: {src} ({len(sweep)} pts), 10-sweep accumulation ({len(acc)} pts); "
           f"np.copyto bandwidth {bw / 1e9:.1f} GB/s (read+write)")

@@ -10,6 +10,7 @@ import pytest
 from eval_predictions import make_predictions
 
 from eval.detection import evaluate_detections, write_metrics
+from eval.detection.data import CURVE_NAMES
 
 KINDS = [
     "perfect",
@@ -127,16 +128,7 @@ def test_curves_match_devkit_metric_data(nusc, tmp_path):
     ours = evaluate_detections(nusc, results, "mini_val")
     for (cls, th), md in md_list.md.items():
         mine = ours.curves[(cls, th)]
-        for name in (
-            "recall",
-            "precision",
-            "confidence",
-            "trans_err",
-            "vel_err",
-            "scale_err",
-            "orient_err",
-            "attr_err",
-        ):
+        for name in CURVE_NAMES:
             np.testing.assert_allclose(
                 getattr(mine, name),
                 getattr(md, name),
