@@ -124,6 +124,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
                "video and Foxglove recording"),
     ("bench", "fusion benchmark: every variant clean and under corruptions and sensor faults"),
     ("train", "train a fusion variant into a checkpoint folder (torchrun for several GPUs)"),
+    ("train-refine", "train the camera-crop refinement of lidar_camera_refine on its frozen "
+                     "LiDAR first stage's proposals"),
     ("make-dataset", "write a synthetic nuScenes-format dataset"),
     ("demo", "the end-to-end demo: dataset, shipped checkpoints, benchmark, figures, replay"),
     ("bench-eval", "benchmark the detection evaluation against the nuscenes-devkit's"),
@@ -157,6 +159,8 @@ def command_main(name: str) -> Callable[..., int | None]:
             from eval.commands.replay import main
         case "train":
             from eval.commands.train import main
+        case "train-refine":
+            from eval.commands.train_refine import main
         case "make-dataset":
             from eval.commands.make_dataset import main
         case "bench-eval":

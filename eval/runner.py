@@ -250,7 +250,7 @@ def training_image_reduction(ds: NuScenesDataset, cfg: ModelConfig) -> int:
         return ds.image_reduction
     from perception.backbones.camera_inputs import image_reduction_for
 
-    return image_reduction_for(ds.camera_image_hw(), cfg.camera.image_hw)
+    return image_reduction_for(ds.camera_image_hw(), cfg.camera_source_hw)
 
 
 def decode_like_training(ds: NuScenesDataset, cfg: ModelConfig) -> None:

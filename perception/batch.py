@@ -103,7 +103,9 @@ def collate(
     them).
     """
     b = len(samples)
-    uses_cam, uses_lidar, uses_us = (cfg.uses(m) and m not in skip for m in MODALITY_ORDER)
+    uses_cam, uses_lidar, uses_us = (
+        cfg.has_branch(m) and m not in skip for m in MODALITY_ORDER
+    )
     with maybe_stage(watch, "voxelize"):
         feats, coords, nums = [], [], []
         if uses_lidar:

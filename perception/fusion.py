@@ -180,7 +180,7 @@ def build_fuser(cfg: ModelConfig, in_channels: dict[str, int]) -> nn.Module:
     """
     c = cfg.fusion.channels
     match cfg.fusion.kind:
-        case FusionKind.MEAN:
+        case FusionKind.MEAN | FusionKind.REFINE:  # refine: lidar_only's layers
             return MeanFuser(in_channels, c)
         case FusionKind.WEIGHTED:
             return WeightedFuser(in_channels, c, cfg.fusion.per_channel_weights)

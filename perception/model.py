@@ -30,6 +30,7 @@ from perception.heads.losses import (
     planning_loss,
     regression_loss,
 )
+from perception.refine.network import Refiner
 from perception.timing import Stopwatch, maybe_stage
 from sensors.types import Modality
 
@@ -45,7 +46,7 @@ class FusionModel(nn.Module):
         in_ch: dict[str, int] = {}
         self.camera = self.lidar = self.ultrasonic = None
         self.paint_proj: nn.Module | None = None
-        if cfg.uses(Modality.CAMERA):
+        if cfg.has_branch(Modality.CAMERA):
             self.camera = CameraBackbone(cfg.camera, cfg.grid, lift=not self.serial)
             if self.serial:
                 self.paint_proj = nn.Conv2d(
@@ -74,6 +75,10 @@ class FusionModel(nn.Module):
                 setattr(expert, m, None)
             self.experts[e.variant] = expert
         self.path_rule = PathRule.of(cfg)
+        # Cascade: the decoded detections are re-scored on camera crops (Pipeline.run).
+        self.refiner: Refiner | None = None
+        if cfg.fusion.kind == FusionKind.REFINE:
+            self.refiner = Refiner(cfg)
         # Every branch map: the fused ones, then each expert's own (``camera_only.camera``).
         self.branch_names = self.fused_modalities + tuple(
             branch_name(e.variant, m) for e in cfg.fusion.fallback

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calibration.sample import SyncedSample
+from calibration.sample import Boxes3D, SyncedSample
 from perception.backbones.camera_decode import decoded_like_training
-from perception.batch import collate
+from perception.batch import Batch, collate
 from perception.checkpoint import load_checkpoint
 from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
 from perception.control import ControlConfig, compute_control
-from perception.heads import decode_detections
+from perception.heads import HeadOutputs, decode_detections
 from perception.model import FusionModel, build_model
 from perception.prepare import prepare_sample
+from perception.refine.network import proposal_class_probs, proposal_group_boxes
 from perception.sample_arrays import SampleArrays
 from perception.timing import Stopwatch
 from perception.types import FrameResult, PlanOutput
@@ -92,6 +93,46 @@ class Pipeline:
         """
         watch = Stopwatch(cuda_sync=self.device.type == "cuda")
         t0 = time.perf_counter()
+        sample, out, batch, bevs = self._forward(sample, arrays, reuse, batch_cache, watch)
+        with watch.stage("decode"):
+            dets = decode_detections(
+                out.heatmap, out.reg, self.cfg, self.model.has_input(batch.presence)
+            )[0]
+        if self.model.refiner is not None:
+            with watch.stage("refine"):
+                probs = proposal_class_probs(out.heatmap[0], dets, self.cfg)
+                boxes = proposal_group_boxes(out.reg[0], dets, self.cfg)
+                dets = self.model.refiner.refine_detections(dets, probs, sample, boxes)
+        with watch.stage("decode"):
+            waypoints = out.waypoints[0].float().cpu().numpy().astype(np.float64)
+        with watch.stage("control"):
+            speed = sample.can_bus.speed_mps if sample.can_bus is not None else None
+            control = compute_control(
+                waypoints, speed, dets, sample.ultrasonic, sample.ultrasonic_layout,
+                self.control_cfg, self.cfg.planning.dt_s,
+            )
+        timings = dict(watch.ms)
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        result = FrameResult(
+            token=sample.token,
+            detections=dets,
+            plan=PlanOutput(waypoints, self.cfg.planning.dt_s),
+            control=control,
+            timings_ms=timings,
+        )
+        return result, bevs
+
+    def _forward(
+        self,
+        sample: SyncedSample,
+        arrays: SampleArrays | None,
+        reuse: Mapping[str, torch.Tensor] | None,
+        batch_cache: dict | None,
+        watch: Stopwatch,
+    ) -> tuple[SyncedSample, HeadOutputs, Batch, dict[str, torch.Tensor]]:
+        """Preprocessing, branches, fuser and heads (``run_with_maps``' arguments); returns the
+        sample as the model reads it, the head outputs, the batch and the branch maps.
+        """
         reuse = dict(reuse or {})
         todo = tuple(m for m in self.model.branch_names if m not in reuse)
         needed = set().union(*(self.model.map_inputs()[m] for m in todo)) if todo else set()
@@ -118,24 +159,17 @@ class Pipeline:
         bevs = dict(reuse)
         bevs.update(self.model.branch_maps(batch, todo, watch))
         out = self.model.fuse_and_heads(bevs, batch, watch)
-        with watch.stage("decode"):
-            dets = decode_detections(
-                out.heatmap, out.reg, self.cfg, self.model.has_input(batch.presence)
-            )[0]
-            waypoints = out.waypoints[0].float().cpu().numpy().astype(np.float64)
-        with watch.stage("control"):
-            speed = sample.can_bus.speed_mps if sample.can_bus is not None else None
-            control = compute_control(
-                waypoints, speed, dets, sample.ultrasonic, sample.ultrasonic_layout,
-                self.control_cfg, self.cfg.planning.dt_s,
-            )
-        timings = dict(watch.ms)
-        timings["total"] = (time.perf_counter() - t0) * 1e3
-        result = FrameResult(
-            token=sample.token,
-            detections=dets,
-            plan=PlanOutput(waypoints, self.cfg.planning.dt_s),
-            control=control,
-            timings_ms=timings,
-        )
-        return result, bevs
+        return sample, out, batch, bevs
+
+    @torch.inference_mode()
+    def first_stage(self, sample: SyncedSample) -> tuple[Boxes3D, np.ndarray]:
+        """The decoded detections before any camera refinement, and their (N, 10) class
+        probabilities (``perception.refine.network.proposal_class_probs``): the proposals a
+        ``refine`` model's crop network is trained on.
+        """
+        watch = Stopwatch()
+        sample, out, batch, _ = self._forward(sample, None, None, None, watch)
+        dets = decode_detections(
+            out.heatmap, out.reg, self.cfg, self.model.has_input(batch.presence)
+        )[0]
+        return dets, proposal_class_probs(out.heatmap[0], dets, self.cfg)

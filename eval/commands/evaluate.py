@@ -47,6 +47,7 @@ from eval.detection import (
     validate_results,
     write_metrics,
 )
+from eval.detection.evaluate import confusions_of
 from eval.detection.report import condition_table, markdown_summary, plot_curves
 from eval.executor import add_executor_arguments
 
@@ -195,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="--checkpoint: CPU threads (torch and Numba) of the inference; "
                     "default: all cores in one loop, 1 per unit with --ray/--workers. The "
                     "float results depend on it: runs are byte-identical at equal --threads")
+    ap.add_argument("--confusions", action="store_true",
+                    help="also count class confusions (eval.detection.confusion: each "
+                    "object's best prediction within 2 m with score >= 0.3); writes "
+                    "confusions.json")
     add_executor_arguments(ap, workers_help="--checkpoint: run inference one scene a unit in "
                            "N local processes (without --ray), or on a local Ray of N CPUs")
     args = ap.parse_args(argv)
@@ -220,6 +225,7 @@ OUTPUT_NAMES = (
     "results.json",
     "planning.json",
     "failures.json",
+    "confusions.json",
 )
 
 
@@ -279,6 +285,13 @@ def evaluate_into(args: argparse.Namespace, config: object, out: Path) -> int:
         table = condition_table(groups)
         md += "\n## By condition (scene description)\n\n" + table + "\n"
         print(table)
+    if args.confusions:
+        table = confusions_of(nusc, source, args.split, config)
+        (out / "confusions.json").write_text(json.dumps(table.to_dict(), indent=2))
+        lines = [f"| {g} | {p} | {c} of {n} |" for g, p, c, n in table.top(8)]
+        text = "| object | reported as | count |\n|---|---|---|\n" + "\n".join(lines)
+        md += "\n## Class confusions\n\n" + text + "\n"
+        print(text)
     (out / "summary.md").write_text(md)
     if not args.no_plots:
         plot_curves(summary, out / "plots")

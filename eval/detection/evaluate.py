@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 
 from eval.detection.config import TP_METRICS, DetectionConfig, default_config
+from eval.detection.confusion import ConfusionTable, class_confusions
 from eval.detection.data import DetectionMetricsSummary, EvalBoxSet, MetricCurves
 from eval.detection.loading import (
     ResultsFormatError,
@@ -216,6 +217,17 @@ def evaluate_detections(
             f"evaluated {len(sample_tokens)} samples in {time.time() - t0:.2f} s", file=sys.stderr
         )
     return summary
+
+
+def confusions_of(
+    nusc: NuScenes, results: dict | str | Path, eval_set: str,
+    config: DetectionConfig | None = None, radius_m: float = 2.0, min_score: float = 0.3,
+) -> ConfusionTable:
+    """Class confusions (``eval.detection.confusion``) of a results file on ``eval_set``,
+    ground truth and predictions filtered as the devkit filters them.
+    """
+    gt, pred, _, _ = _load_filtered(nusc, results, eval_set, config or default_config(), False)
+    return class_confusions(gt, pred, radius_m, min_score)
 
 
 # The usual robustness breakdown: rain / night (/ fog, simulator only) vs the rest. The

@@ -47,10 +47,10 @@ def training_decode_reduction(image: CameraImage, cfg: ModelConfig) -> int:
         # (the usual case: a sample already decoded like training).
         h, w = image.height, image.width
         lo = image_reduction_for(((h - 1) * current + 1, (w - 1) * current + 1),
-                                 cfg.camera.image_hw)
-        if lo == image_reduction_for((h * current, w * current), cfg.camera.image_hw):
+                                 cfg.camera_source_hw)
+        if lo == image_reduction_for((h * current, w * current), cfg.camera_source_hw):
             return lo
-    return image_reduction_for(_stored_hw(image, current), cfg.camera.image_hw)
+    return image_reduction_for(_stored_hw(image, current), cfg.camera_source_hw)
 
 
 def _redecoded(image: CameraImage, reduction: int) -> CameraImage:

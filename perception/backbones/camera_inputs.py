@@ -10,7 +10,7 @@ import torch
 
 from calibration.sample import SyncedSample
 from perception.config import ModelConfig
-from sensors.types import CAMERA_CHANNELS
+from sensors.types import CAMERA_CHANNELS, Modality
 
 NUM_CAMERAS = len(CAMERA_CHANNELS)
 # ImageNet statistics: a sane fixed normalisation for a CNN trained from scratch.
@@ -60,6 +60,10 @@ def camera_arrays(
     ``camera_mask`` (6,) (zeros / identities where a camera is missing).
     """
     hh, ww = cfg.camera.image_hw
+    # A model without a camera branch (``refine`` crops its own) never reads these pixels.
+    pixels = cfg.has_branch(Modality.CAMERA)
+    if not pixels:
+        hh = ww = 0
     images = np.zeros((NUM_CAMERAS, hh, ww, 3), np.uint8)
     intr = np.tile(np.eye(3, dtype=np.float32), (NUM_CAMERAS, 1, 1))
     ego_cam = np.tile(np.eye(4, dtype=np.float32), (NUM_CAMERAS, 1, 1))
@@ -67,7 +71,8 @@ def camera_arrays(
     for i, view in enumerate(sample.cameras):
         if view is None:
             continue
-        images[i], intr[i] = resize_camera(view.image.image, view.image.intrinsics, (hh, ww))
+        if pixels:
+            images[i], intr[i] = resize_camera(view.image.image, view.image.intrinsics, (hh, ww))
         ego_cam[i] = view.ref_SE3_cam.as_matrix().astype(np.float32)
         cam_mask[i] = True
     return images, intr, ego_cam, cam_mask
