@@ -177,6 +177,8 @@ def train_variants(
     from perception.train import TrainOptions, provenance_dataroot, train
 
     out = []
+    # The cascade's first stage is this recipe's lidar_only: train that one first.
+    variants = sorted(variants, key=lambda v: v == "lidar_camera_refine")
     for v in variants:
         folder = Path(out_dir) / v
         prov = folder / "provenance.json"
@@ -187,9 +189,24 @@ def train_variants(
             if got.get("final") and all(got.get(k) == x for k, x in recipe.items()):
                 out.append((v, str(folder)))
                 continue
-        train(TrainOptions(variant=v, preset_name=preset, dataroot=dataroot, version=version,
-                           split=split, out_dir=str(folder), steps=steps, epochs=None,
-                           seed=seed, cache_dir=cache_dir, save_every=max(steps, 1)))
+        if v == "lidar_camera_refine":
+            from perception.refine.train import RefineRunOptions, RefineTrainOptions, train_refine
+
+            first = Path(out_dir) / "lidar_only"
+            if not (first / "model.pt").is_file():
+                raise ValueError("lidar_camera_refine is trained on lidar_only's proposals: "
+                                 "benchmark lidar_only too")
+            train_refine(RefineRunOptions(
+                dataroot=dataroot, version=version, split=split, val_split=None,
+                first_stage=str(first), out_dir=str(folder),
+                train=RefineTrainOptions(seed=seed), extra_provenance={**recipe, "final": True},
+                cache_dir=str(Path(out_dir) / "refine_cache"),
+            ))
+        else:
+            train(TrainOptions(variant=v, preset_name=preset, dataroot=dataroot,
+                               version=version, split=split, out_dir=str(folder), steps=steps,
+                               epochs=None, seed=seed, cache_dir=cache_dir,
+                               save_every=max(steps, 1)))
         out.append((v, str(folder)))
     return tuple(out)
 

@@ -410,6 +410,10 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
     seed_everything(opts.seed + rank)
 
     cfg = preset(opts.preset_name, opts.variant)
+    if cfg.fusion.kind == FusionKind.REFINE:
+        raise ValueError(f"variant {opts.variant}: its first stage is a lidar_only checkpoint "
+                         "and its crop network trains on that stage's proposals: use "
+                         "drivefuse train-refine --first-stage <lidar_only folder>")
     if opts.fuser and opts.fuser != cfg.fusion.kind:
         # Capacity-matched ablation, e.g. lidar_only through the concat_conv fusion layers:
         # tells a gain from a second sensor apart from a gain from the fuser's extra convs.

@@ -38,7 +38,7 @@ from perception.config import FUSION_VARIANTS, PRESETS
 STAGES = (
     "load", "preprocess", "voxelize", "camera_prep", "paint_index", "ultrasonic_raster",
     "camera_backbone", "view_transform", "camera_bev_encoder", "painting", "lidar_backbone",
-    "ultrasonic_backbone", "fuser", "heads", "decode", "control", "total", "e2e",
+    "ultrasonic_backbone", "fuser", "heads", "decode", "refine", "control", "total", "e2e",
 )
 
 

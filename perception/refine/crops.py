@@ -169,7 +169,8 @@ def extract_crops(boxes: Boxes3D, sample: SyncedSample, cfg: RefineConfig) -> Cr
         x0, x1 = math.floor(u0 + 0.5), math.ceil(u0 + side + 0.5)
         y0, y1 = math.floor(v0 + 0.5), math.ceil(v0 + side + 0.5)
         if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
-            patch = np.ascontiguousarray(img[y0:y1:k, x0:x1:k])
+            # A plain window is an OpenCV ROI as it is; a strided one is copied.
+            patch = img[y0:y1, x0:x1] if k == 1 else np.ascontiguousarray(img[y0:y1:k, x0:x1:k])
         else:
             xs, ys = np.arange(x0, x1, k), np.arange(y0, y1, k)
             patch = img[np.clip(ys, 0, h - 1)[:, None], np.clip(xs, 0, w - 1)[None, :]]

@@ -31,14 +31,14 @@ from sensors.types import DETECTION_CLASSES
 NUM_CLASSES = len(DETECTION_CLASSES)
 BACKGROUND = NUM_CLASSES  # the crop classifier's extra class: no object there
 _MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
-_STD = torch.tensor([0.229, 0.224, 0.225]) * 255
+_INV_STD = 1.0 / (torch.tensor([0.229, 0.224, 0.225]) * 255)
 _EPS = 1e-4
 
 
 def crops_to_tensor(crops: np.ndarray) -> torch.Tensor:
     """(M, S, S, 3) uint8 RGB -> (M, 3, S, S) float32 normalised network input."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    return ((x - _MEAN.view(1, 3, 1, 1)) / _STD.view(1, 3, 1, 1)).contiguous()
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous().float()
+    return x.sub_(_MEAN.view(1, 3, 1, 1)).mul_(_INV_STD.view(1, 3, 1, 1))
 
 
 class CropClassifier(nn.Module):

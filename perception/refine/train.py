@@ -308,6 +308,7 @@ class RefineRunOptions:
     train: RefineTrainOptions = RefineTrainOptions()
     max_samples: int | None = None
     progress: bool = True
+    extra_provenance: dict | None = None
 
 
 def _proposals_cached(pipe: Pipeline, ds: NuScenesDataset, split: str, cache_dir: Path,
@@ -370,6 +371,7 @@ def train_refine(opts: RefineRunOptions) -> Path:
         "train": dataclasses.asdict(opts.train),
         "fit_seconds": round(time.perf_counter() - t0, 1),
         "command": " ".join(sys.argv),
+        **(opts.extra_provenance or {}),
     }
     save_checkpoint(out, model, cfg, provenance)
     write_log(out / "train_log.jsonl", records)

@@ -21,7 +21,7 @@ from eval.benchmark import BenchmarkSpec, cell_name, robustness, run_benchmark
 
 sim = pytest.importorskip("sensors.sim")
 REPO = Path(__file__).resolve().parents[2]
-VARIANTS = ("lidar_only", "camera_only", "concat_conv")
+VARIANTS = ("lidar_only", "camera_only", "concat_conv", "lidar_camera_refine")
 CORRUPTIONS = ("lidar_density", "camera_missing", "ultrasonic_missing", "lidar_missing")
 TIMING_KEYS = ("speedup_shared_vs_full", "shared_ms_per_sample", "full_ms_per_sample")
 

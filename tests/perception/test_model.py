@@ -133,8 +133,10 @@ def test_every_variant_loss_falls_on_a_tiny_batch(variant, samples):
         losses.append(float(loss.detach()))
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], (variant, losses)
-    # Every trainable parameter of a used branch got a gradient at some point.
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    # Every trainable parameter of a used branch got a gradient at some point (a refine
+    # model's crop network trains on its own, tests/perception/refine/test_train.py).
+    no_grad = [n for n, p in model.named_parameters()
+               if p.grad is None and not n.startswith("refiner.")]
     assert not no_grad, no_grad
 
 
