@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataroot", required=True)
+    p.add_argument("--also", nargs="*", default=[], metavar="DATAROOT",
+                   help="more datasets whose --split proposals join the training set (other "
+                   "worlds: the crop network learns what objects look like)")
     p.add_argument("--version", default="v1.0-trainval")
     p.add_argument("--split", default="train")
     p.add_argument("--val-split", default="val", help="'' for none")
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = train_refine(RefineRunOptions(
-        dataroot=args.dataroot, version=args.version, split=args.split,
+        dataroot=args.dataroot, extra_dataroots=tuple(args.also), version=args.version,
+        split=args.split,
         val_split=args.val_split or None, first_stage=args.first_stage, out_dir=args.out,
         cache_dir=args.cache_dir, max_samples=args.max_samples,
         train=RefineTrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -83,6 +83,17 @@ class ProposalSet:
         tmp.replace(path)
 
     @classmethod
+    def concatenate(cls, parts: Sequence[ProposalSet]) -> ProposalSet:
+        """Rows of every part in order; sample indices numbered on across parts."""
+        offset, samples = 0, []
+        for p in parts:
+            samples.append(p.sample + offset)
+            offset += int(p.sample.max()) + 1 if len(p) else 0
+        fields = {k: np.concatenate([getattr(p, k) for p in parts])
+                  for k in cls.__dataclass_fields__ if k != "sample"}
+        return cls(**fields, sample=np.concatenate(samples))
+
+    @classmethod
     def load(cls, path: Path) -> ProposalSet:
         """Read what ``save`` wrote."""
         with np.load(path) as f:
@@ -299,6 +310,7 @@ class RefineRunOptions:
     """``train_refine``: data, first stage, output, optimisation."""
 
     dataroot: str
+    extra_dataroots: tuple[str, ...] = ()  # more training worlds (same version and split)
     version: str = "v1.0-trainval"
     split: str = "train"
     val_split: str | None = "val"
@@ -343,6 +355,15 @@ def train_refine(opts: RefineRunOptions) -> Path:
     cache = Path(opts.cache_dir)
     train = _proposals_cached(pipe, ds, opts.split, cache, digest, opts.max_samples,
                               opts.progress)
+    if opts.extra_dataroots:
+        extra = []
+        for root in opts.extra_dataroots:
+            eds = NuScenesDataset(root, opts.version)
+            eds.set_image_reduction(image_reduction_for(eds.camera_image_hw(),
+                                                        cfg.camera_source_hw))
+            extra.append(_proposals_cached(pipe, eds, opts.split, cache, digest,
+                                           opts.max_samples, opts.progress))
+        train = ProposalSet.concatenate([train, *extra])
     val = (_proposals_cached(pipe, ds, opts.val_split, cache, digest, opts.max_samples,
                              opts.progress) if opts.val_split else None)
 
@@ -357,6 +378,7 @@ def train_refine(opts: RefineRunOptions) -> Path:
     out = Path(opts.out_dir)
     provenance = {
         "dataroot": provenance_dataroot(opts.dataroot),
+        "extra_dataroots": [provenance_dataroot(r) for r in opts.extra_dataroots],
         "version": opts.version,
         "split": opts.split,
         "val_split": opts.val_split,

@@ -84,3 +84,11 @@ def test_proposal_set_round_trips(tmp_path):
     back = ProposalSet.load(tmp_path / "p.npz")
     for k in ProposalSet.__dataclass_fields__:
         assert np.array_equal(getattr(back, k), getattr(data, k))
+
+
+def test_concatenated_sets_keep_rows_and_number_samples_on():
+    a, b = _toy_set(10, 4), _toy_set(6, 5)
+    both = ProposalSet.concatenate([a, b])
+    assert len(both) == 16 and np.array_equal(both.crops[10:], b.crops)
+    assert both.sample[:10].tolist() == list(range(10))
+    assert both.sample[10:].tolist() == list(range(10, 16))
