@@ -56,31 +56,6 @@ class CropSet:
         return int(self.box_index.shape[0])
 
 
-def project_corners(
-    boxes: Boxes3D, ego_SE3_cam: np.ndarray, intrinsics: np.ndarray  # noqa: N803
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel positions and depths of each box's 8 corners and its centre in one camera.
-
-    Args:
-        boxes: N ego-frame boxes.
-        ego_SE3_cam: (4, 4) camera -> ego transform.
-        intrinsics: (3, 3) K of the decoded image.
-
-    Returns:
-        ``corner_uv`` (N, 8, 2), ``corner_depth_m`` (N, 8), ``centre_uv`` (N, 2),
-        ``centre_depth_m`` (N,); positions with depth <= 0 are not meaningful.
-
-    """
-    cam_SE3_ego = np.linalg.inv(np.asarray(ego_SE3_cam, np.float64))  # noqa: N806
-    rot, trans = cam_SE3_ego[:3, :3], cam_SE3_ego[:3, 3]
-    pts = np.concatenate([boxes.corners(), boxes.center_m[:, None, :]], axis=1)  # (N, 9, 3)
-    cam = pts @ rot.T + trans
-    depth = cam[..., 2]
-    pix = cam @ np.asarray(intrinsics, np.float64).T
-    uv = pix[..., :2] / np.where(np.abs(depth) < 1e-9, 1e-9, depth)[..., None]
-    return uv[:, :8], depth[:, :8], uv[:, 8], depth[:, 8]
-
-
 def choose_windows(
     boxes: Boxes3D, sample: SyncedSample, cfg: RefineConfig
 ) -> tuple[np.ndarray, np.ndarray]:

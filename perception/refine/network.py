@@ -171,8 +171,8 @@ class Refiner(nn.Module):
         center, wlh = dets.center_m.copy(), dets.wlh_m.copy()
         yaw, vel = dets.yaw_rad.copy(), dets.velocity_mps.copy()
         if group_boxes is not None:
-            group = self._group_of(labels)
-            moved = np.flatnonzero(refined & (group != self._group_of(dets.labels)))
+            group = class_group_index(labels, self.cfg)
+            moved = np.flatnonzero(refined & (group != class_group_index(dets.labels, self.cfg)))
             g = group_boxes[moved, group[moved]]
             center[moved], wlh[moved], yaw[moved], vel[moved] = g[:, :3], g[:, 3:6], g[:, 6], \
                 g[:, 7:9]
@@ -190,10 +190,12 @@ class Refiner(nn.Module):
         order = keep[np.argsort(-scores[keep], kind="stable")]
         return out.subset(order)
 
-    def _group_of(self, labels: np.ndarray) -> np.ndarray:
-        group_of = {DETECTION_CLASSES.index(c): gi
-                    for gi, g in enumerate(self.cfg.detection.class_groups) for c in g}
-        return np.array([group_of[int(lab)] for lab in labels], np.int64)
+
+def class_group_index(labels: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """(N,) index of each label's class group in ``cfg.detection.class_groups``."""
+    group_of = {DETECTION_CLASSES.index(c): gi
+                for gi, g in enumerate(cfg.detection.class_groups) for c in g}
+    return np.array([group_of[int(lab)] for lab in labels], np.int64)
 
 
 def _suppress_relabelled(
@@ -204,8 +206,7 @@ def _suppress_relabelled(
     class group lies within the group's NMS radius (the decoder already ran NMS on the
     first-stage labels; only a change can create a new duplicate).
     """
-    group_of = {c: gi for gi, g in enumerate(cfg.detection.class_groups) for c in g}
-    group = np.array([group_of[DETECTION_CLASSES[lab]] for lab in labels], np.int64)
+    group = class_group_index(labels, cfg)
     radius = np.asarray(cfg.detection.nms_radius_m, np.float64)[group]
     changed = refined & (labels != first_labels)
     drop = np.zeros(len(labels), bool)
