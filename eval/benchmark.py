@@ -368,6 +368,7 @@ def run_benchmark(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     reset_stale: bool = False,
+    measure_facts: bool = True,
 ) -> BenchmarkResult:
     """Run (or resume) the benchmark; writes cells, ``benchmark.json``/``.md`` and the plots.
 
@@ -378,6 +379,9 @@ def run_benchmark(
         log: where to print one line per finished (corruption, severity) group.
         reset_stale: when ``out_dir`` holds cells of other settings (checkpoints, data,
             seed), delete them and start over instead of refusing (the demo's folder).
+        measure_facts: measure the per-variant facts (parameters, latency, peak memory) that
+            are not cached yet. A chunk of a sharded run (``eval.sharding``) other than the
+            first leaves them to that one, and then writes no report.
 
     Returns:
         Every cell (cached or computed now) and the per-variant summary.
@@ -413,7 +417,8 @@ def run_benchmark(
     pipes: dict[str, Pipeline] = {}
     for v, path in spec.checkpoints:
         pipes[v] = Pipeline.from_checkpoint(path, device=spec.device)
-    need_facts = [v for v in variants if not (facts_dir / f"{v}.json").is_file()]
+    need_facts = [v for v in variants
+                  if measure_facts and not (facts_dir / f"{v}.json").is_file()]
     if n_todo or need_facts:
         # Samples are read once per camera decode reduction (one for every tiny-preset model);
         # a model without cameras takes them as they are decoded for the others.
@@ -577,6 +582,9 @@ def run_benchmark(
             rec = cache.get(v, *g)
             if rec is not None:
                 cells[v][cell_name(*g)] = rec
+    if not measure_facts:  # a chunk: its cells are in the cache, the driver reports
+        return BenchmarkResult(spec, cells, {}, time.perf_counter() - t_start, computed, speedups)
+    for v in variants:
         variant_facts[v] = json.loads((facts_dir / f"{v}.json").read_text())
     rob = robustness(cells, spec)
     for v in variants:

@@ -269,24 +269,40 @@ def _ticking(units: list, bar: tqdm):  # noqa: ANN202 - a generator of (index, u
 
 
 def _one_thread_per_worker() -> None:
-    """Pool initializer: one compute thread in each forked worker.
-
-    A forked child cannot use the OpenMP thread pool its parent already started (torch's
-    intra-op pool: the first parallel op hangs), and one thread a worker is what a pool of
-    ``workers`` processes on as many cores wants anyway.
+    """Pool initializer: one compute thread (torch and Numba) in each worker, which is what a
+    pool of ``workers`` processes on as many cores wants.
     """
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-    if "numba" in sys.modules:
-        sys.modules["numba"].set_num_threads(1)
+    from perception.threads import set_cpu_threads
+
+    set_cpu_threads(1)
+
+
+def _pool_context(fn: Callable):  # noqa: ANN202 - a multiprocessing context
+    """A forkserver context (spawn where there is none), preloading torch, Numba and ``fn``'s
+    module.
+
+    Not plain fork: Numba's OpenMP threading layer aborts a forked child that runs a parallel
+    kernel once the parent has launched its thread pool ("fork() called from a process already
+    using GNU OpenMP"), which any parent that ran a kernel or ``set_cpu_threads`` has. The fork
+    server is a fresh process that never computes; workers fork from it with the heavy modules
+    already imported, so they start in a fraction of a second instead of importing torch again.
+    """
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    target = getattr(fn, "func", fn)  # functools.partial
+    module = getattr(target, "__module__", None)
+    preload = ["numpy", "torch", "numba", "perception.threads"]
+    if module and module != "__main__" and module in sys.modules:
+        preload.append(module)
+    ctx.set_forkserver_preload(preload)
+    return ctx
 
 
 def _run_processes(fn: Callable, units: list, cfg: ExecutorConfig, bar: tqdm) -> list[tuple]:
-    import multiprocessing as mp
-
-    # fork where there is one: the children inherit imported modules (numba, torch) instead of
-    # importing them again, which costs seconds per worker.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ctx = _pool_context(fn)
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(units) or 1))
     outcomes = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,

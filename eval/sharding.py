@@ -81,7 +81,7 @@ class ShardRun:
 
 
 # Datasets by (dataroot, version), kept per process: a worker loads the tables once for all
-# its units; the driver registers its own, so inline units (and forked workers) reuse it.
+# its units; the driver registers its own, which inline units reuse.
 _DATASETS: dict[tuple[str, str], NuScenesDataset] = {}
 
 
@@ -256,20 +256,41 @@ def parallelism(executor: ExecutorConfig) -> int:
 
 
 def benchmark_chunk(
-    spec: BenchmarkSpec, out_dir: str, threads: int, corruptions: tuple[str, ...]
+    spec: BenchmarkSpec, out_dir: str, threads: int, chunk: tuple[int, tuple[str, ...]]
 ) -> int:
-    """Compute the cells of ``corruptions`` (and the clean cells) into ``out_dir``'s cache.
+    """Compute the cells of chunk ``(index, corruptions)`` (and the clean cells) into
+    ``out_dir``'s cache.
 
     The unit function of the distributed benchmark, with ``threads`` CPU threads (torch and
-    Numba; see ``InferenceShard.threads``). Returns the number of cells computed.
+    Numba; see ``InferenceShard.threads``). Chunk 0 also measures the per-variant facts
+    (parameters, latency, peak memory: a child process per variant), so they are measured
+    once, not once per chunk. Returns the number of cells computed.
     """
     from eval.benchmark import run_benchmark
     from perception.threads import set_cpu_threads
 
     set_cpu_threads(threads)
+    index, corruptions = chunk
     res = run_benchmark(replace(spec, corruptions=corruptions), out_dir, progress=False,
-                        log=lambda s: None)
+                        log=lambda s: None, measure_facts=index == 0)
     return res.computed_cells
+
+
+def default_benchmark_executor(max_workers: int = 4) -> ExecutorConfig | None:
+    """The benchmark's executor when none is asked for: a pool of one process per core, at
+    most ``max_workers`` (each chunk holds its own samples and clean branch maps: about 3.5
+    GB on the 200-keyframe val split); None (one loop in this process) on a single core.
+    """
+    n = min(os.cpu_count() or 1, max_workers)
+    return ExecutorConfig("processes", workers=n) if n > 1 else None
+
+
+def _count_cells(root: Path, spec: BenchmarkSpec) -> int:
+    from eval.benchmark import CLEAN, CellCache
+
+    cache = CellCache(root)
+    return sum(cache.path(v, *g).is_file() for v in spec.variants
+               for g in [(CLEAN, 0), *spec.groups()])
 
 
 def run_benchmark_sharded(
@@ -280,6 +301,7 @@ def run_benchmark_sharded(
     log=None,  # noqa: ANN001 - as run_benchmark's
     chunks: int | None = None,
     threads: int = 1,
+    reset_stale: bool = False,
 ) -> BenchmarkResult:
     """``eval.benchmark.run_benchmark`` with chunks of corruptions as executor units.
 
@@ -288,30 +310,55 @@ def run_benchmark_sharded(
     A chunk that fails is logged with its error, and the cells it left missing are computed
     by the final pass in this process (the cell cache tells which). Each chunk scores the
     clean cells itself too when they are not cached yet (the same numbers; the last write
-    stands).
+    stands). The progress bar counts finished cells in the shared cell cache, so it moves
+    while the chunks run, wherever they run.
 
     Args:
         spec: what to measure.
         out_dir: output folder (cell cache, reports); shared by all workers.
         executor: where the chunks run.
-        progress: progress bar over chunks.
+        progress: progress bar over cells (done / total, time left).
         log: as ``run_benchmark``'s (the final report pass).
         chunks: number of units (default: the executor's parallelism, at most the number of
             corruptions).
         threads: CPU threads per chunk; the cells equal a ``run_benchmark`` in a process
             set to as many (``perception.threads.set_cpu_threads``).
+        reset_stale: as ``run_benchmark``'s.
 
     """
+    import threading
+
+    from tqdm import tqdm
+
     from eval.benchmark import CellCache, run_benchmark
 
     out = Path(out_dir).resolve()
-    CellCache(out).check_fingerprint(spec.fingerprint())  # refuse a mismatch before fanning out
+    # Refuse (or reset) a folder of other settings before fanning out.
+    CellCache(out).check_fingerprint(spec.fingerprint(), reset=reset_stale)
     n = chunks or parallelism(executor)
     n = max(1, min(n, len(spec.corruptions)))
     # Round-robin: neighbouring corruptions (often the same modality, similar cost) spread.
-    parts = [tuple(spec.corruptions[i::n]) for i in range(n)]
+    parts = [(i, tuple(spec.corruptions[i::n])) for i in range(n)]
     unit = functools.partial(benchmark_chunk, spec, str(out), threads)
-    outcome = run_units(unit, parts, executor, desc="benchmark chunks", progress=progress)
+    total = len(spec.variants) * (1 + len(spec.groups()))
+    done0 = _count_cells(out, spec)
+    bar = tqdm(total=total, initial=done0, desc=f"benchmark ({n} chunks)", unit="cell",
+               disable=not progress, dynamic_ncols=True)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(2.0):
+            bar.update(_count_cells(out, spec) - bar.n)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        outcome = run_units(unit, parts, executor, desc="benchmark chunks", progress=False)
+    finally:
+        stop.set()
+        watcher.join()
+        bar.update(_count_cells(out, spec) - bar.n)
+        bar.close()
     if outcome.failures and log is not None:
         log(f"benchmark: {outcome.summary()}")
     return run_benchmark(spec, out, progress=False, log=log)

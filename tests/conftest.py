@@ -34,3 +34,21 @@ def frame_matrices(frame) -> dict:
         ch: {k: np.array(v) for k, v in c.items() if isinstance(v, list)}
         for ch, c in frame["cameras"].items()
     }
+
+
+@pytest.fixture(autouse=True)
+def _restore_cpu_threads():
+    """Every test starts with the thread counts the worker started with.
+
+    Units run inline (``eval.sharding``) set this process's torch and Numba threads, and
+    torch's convolutions round differently at other thread counts: a module-scoped result
+    computed before such a test would then differ in the last bits from one computed after.
+    """
+    import numba
+    import torch
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    yield
+    if (torch.get_num_threads(), numba.get_num_threads()) != before:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])

@@ -71,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     add_executor_arguments(p, workers_help="chunks of corruptions in N local processes "
                            "(without --ray), or on a local Ray of N CPUs; each chunk does its "
-                           "own clean pass")
+                           "own clean pass (default: one process per core, at most 4; "
+                           "--workers 1: one loop in this process)")
     args = p.parse_args(argv)
-    executor = executor_from_args(args, default=None)  # None: one loop in this process
+    from eval.sharding import default_benchmark_executor
+
+    executor = executor_from_args(args, default=default_benchmark_executor())
 
     from eval.benchmark import (
         BenchmarkSpec,
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fusion benchmark: {len(spec.variants)} variants x {len(spec.groups())} corruption "
           f"cells + clean = {n_cells} cells on {split} -> {out}", flush=True)
     t0 = time.perf_counter()
-    if executor is None:
+    if executor is None or executor.kind == "inline":
         result = run_benchmark(spec, out, progress=not args.no_progress,
                                log=lambda s: print(s, flush=True))
     else:  # the same cells (cell cache shared by the chunks), then the one report pass

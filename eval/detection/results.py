@@ -46,24 +46,27 @@ def boxes_to_records(
     the rotated (vx, vy); a NaN velocity (not estimated) is written as 0.
     """
     g = boxes_ego.transformed(global_SE3_ego)
-    records = []
     half = g.yaw_rad / 2
     q = np.stack([np.cos(half), np.zeros_like(half), np.zeros_like(half), np.sin(half)], axis=1)
     vel = np.where(np.isfinite(g.velocity_mps), g.velocity_mps, 0.0)
-    for i in range(len(g)):
-        records.append(
-            {
-                "sample_token": sample_token,
-                "translation": g.center_m[i].tolist(),
-                "size": g.wlh_m[i].tolist(),
-                "rotation": q[i].tolist(),
-                "velocity": vel[i].tolist(),
-                "detection_name": DETECTION_CLASSES[int(g.labels[i])],
-                "detection_score": float(g.scores[i]),
-                "attribute_name": g.attributes[i],
-            }
-        )
-    return records
+    # Whole arrays to Python lists at once (the same floats as per-element conversion): the
+    # benchmark writes a results file per cell, and per-row tolist() was most of its cost.
+    columns = zip(g.center_m.tolist(), g.wlh_m.tolist(), q.tolist(), vel.tolist(),
+                  np.asarray(g.labels).tolist(), np.asarray(g.scores, np.float64).tolist(),
+                  g.attributes, strict=True)
+    return [
+        {
+            "sample_token": sample_token,
+            "translation": t,
+            "size": s,
+            "rotation": r,
+            "velocity": v,
+            "detection_name": DETECTION_CLASSES[int(lab)],
+            "detection_score": sc,
+            "attribute_name": a,
+        }
+        for t, s, r, v, lab, sc, a in columns
+    ]
 
 
 def write_results(

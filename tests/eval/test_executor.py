@@ -71,6 +71,40 @@ def test_process_pool_merges_in_unit_order():
     assert _merged(pooled) == _merged(inline)
 
 
+def _paint_unit(n: int) -> float:
+    """A unit that runs a parallel Numba kernel (point painting) in the worker."""
+    from perception.ops.painting import paint_points
+
+    rng = np.random.default_rng(n)
+    xyz = rng.uniform(-20, 20, (n, 3)).astype(np.float32)
+    proj = np.tile(np.array([[1.0, 0, 0, 8], [0, 1.0, 0, 8], [0, 0, 0, 1.0]]), (2, 1, 1))
+    feats = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
+    return float(paint_points(xyz, proj, feats, np.array([True, True])).sum())
+
+
+def test_process_pool_after_the_parent_ran_a_parallel_kernel():
+    # The parent launches Numba's OpenMP pool (as every drivefuse command does when it sets
+    # its threads and runs a kernel); a plain-fork pool's children then abort on their first
+    # parallel kernel and every unit is lost.
+    import numba
+    import torch
+
+    from perception.threads import set_cpu_threads
+
+    # Restored exactly: later tests in this worker compare floats that depend on both counts.
+    before = torch.get_num_threads(), numba.get_num_threads()
+    set_cpu_threads(2)
+    try:
+        expected = [_paint_unit(n) for n in (500, 900)]
+        res = run_units(_paint_unit, [500, 900], ExecutorConfig("processes", workers=2),
+                        progress=False)
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+    assert not res.failures, res.summary()
+    assert list(res.results) == expected
+
+
 def _die_in_pool(i: int) -> int:
     if i == 1:
         os._exit(3)
