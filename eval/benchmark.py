@@ -338,7 +338,7 @@ def robustness(
         clean = vc.get(CLEAN, {}).get(metric)
         rr, ce = {}, {}
         for c in spec.corruptions:
-            names = [cell_name(c, s) for s in _severities_of(spec, c)]
+            names = [cell_name(c, s) for s in severities_of(spec, c)]
             vals = [vc.get(n, {}).get(metric) for n in names]
             if any(x is None for x in vals):
                 continue
@@ -356,7 +356,10 @@ def robustness(
     return out
 
 
-def _severities_of(spec: BenchmarkSpec, corruption: str) -> tuple[int, ...]:
+def severities_of(spec: BenchmarkSpec, corruption: str) -> tuple[int, ...]:
+    """The severities a run measures ``corruption`` at (its one level for a single-level
+    fault).
+    """
     sev = get_corruption(corruption).severities
     return sev if len(sev) == 1 else spec.severities
 
@@ -710,7 +713,7 @@ def table_rows(result: BenchmarkResult) -> list[dict]:
         row = {"variant": v, "clean_NDS": clean.get("NDS"), "clean_mAP": clean.get("mAP"),
                "L2_3s_m": clean.get("L2_3s_m"), "collision_3s": clean.get("collision_3s")}
         for c in result.spec.corruptions:
-            names = [cell_name(c, s) for s in _severities_of(result.spec, c)]
+            names = [cell_name(c, s) for s in severities_of(result.spec, c)]
             vals = [cells.get(n, {}).get("NDS") for n in names]
             row[c] = float(np.mean(vals)) if vals and all(x is not None for x in vals) else None
         facts = result.variants.get(v, {})
