@@ -52,6 +52,10 @@ from eval.runner import (
 from sensors.types import Modality
 
 CLEAN = "clean"
+# run_benchmark's ``facts`` modes, and the clean samples a variant's latency median is taken
+# over when it is run for nothing else.
+FACT_MODES = ("all", "memory", "none")
+LATENCY_SAMPLES = 20
 DEFAULT_BASELINE = "lidar_only"
 BASELINE_VARIANTS = ("lidar_only", "camera_only", "lidar_ultrasonic")
 CELL_METRICS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "L2_3s_m", "collision_3s")
@@ -371,7 +375,7 @@ def run_benchmark(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     reset_stale: bool = False,
-    measure_facts: bool = True,
+    facts: str = "all",
 ) -> BenchmarkResult:
     """Run (or resume) the benchmark; writes cells, ``benchmark.json``/``.md`` and the plots.
 
@@ -382,9 +386,12 @@ def run_benchmark(
         log: where to print one line per finished (corruption, severity) group.
         reset_stale: when ``out_dir`` holds cells of other settings (checkpoints, data,
             seed), delete them and start over instead of refusing (the demo's folder).
-        measure_facts: measure the per-variant facts (parameters, latency, peak memory) that
-            are not cached yet. A chunk of a sharded run (``eval.sharding``) other than the
-            first leaves them to that one, and then writes no report.
+        facts: which per-variant facts not cached yet to measure: ``"all"`` (parameters,
+            latency, peak memory; then the reports are written), ``"memory"`` (only peak
+            memory, cached for the ``"all"`` pass) or ``"none"``. A sharded run
+            (``eval.sharding``) measures memory in its first chunk and the rest in its final
+            pass, when no chunk competes for the cores: latency measured beside a running
+            chunk read up to 1.7x slower here.
 
     Returns:
         Every cell (cached or computed now) and the per-variant summary.
@@ -420,9 +427,16 @@ def run_benchmark(
     pipes: dict[str, Pipeline] = {}
     for v, path in spec.checkpoints:
         pipes[v] = Pipeline.from_checkpoint(path, device=spec.device)
+    if facts not in FACT_MODES:
+        raise ValueError(f"facts must be one of {FACT_MODES}, got {facts!r}")
     need_facts = [v for v in variants
-                  if measure_facts and not (facts_dir / f"{v}.json").is_file()]
-    if n_todo or need_facts:
+                  if facts == "all" and not (facts_dir / f"{v}.json").is_file()]
+    need_memory = [v for v in variants if facts == "memory" and spec.memory
+                   and not (facts_dir / f"{v}.json").is_file()
+                   and not (facts_dir / f"{v}.memory.json").is_file()]
+    if n_todo or need_facts or need_memory:
+        if not n_todo:  # only facts to measure: the latency samples (memory needs one)
+            tokens = tokens[:LATENCY_SAMPLES]
         # Samples are read once per camera decode reduction (one for every tiny-preset model);
         # a model without cameras takes them as they are decoded for the others.
         cam_r = sorted({training_image_reduction(ds, p.cfg) for p in pipes.values()
@@ -452,11 +466,15 @@ def run_benchmark(
         clean_runs = {v: ModelRun.for_pipeline(p) for v, p in pipes.items()}
         run_clean = [v for v in variants if v in todo[(CLEAN, 0)] or v in maps_needed
                      or v in need_facts]
+        # A variant run only for its latency needs a median, not the whole split.
+        latency_only = {v for v in need_facts if v not in todo[(CLEAN, 0)] and v not in maps_needed}
         total_steps = len(tokens) * (1 + len(groups))
         bar = tqdm(total=total_steps, desc="benchmark", unit="sample", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
-        for tok in tokens:
+        for i_tok, tok in enumerate(tokens):
             for v in run_clean:
+                if v in latency_only and i_tok >= LATENCY_SAMPLES:
+                    continue
                 pipe, run = pipes[v], clean_runs[v]
                 run.add_empty(tok, loaded[reduction[v]].poses[tok])
                 sample = loaded[reduction[v]].samples.get(tok)
@@ -475,20 +493,28 @@ def run_benchmark(
                 rec = _score(clean_runs[v], ds, spec.split, split_tokens, CLEAN, 0)
                 cache.put(v, CLEAN, 0, rec)
                 computed += 1
-        for v in need_facts:
+        def memory_of(v: str) -> float:
+            cached = facts_dir / f"{v}.memory.json"
+            if cached.is_file():
+                return float(json.loads(cached.read_text())["peak_memory_mb"])
             first = next(iter(loaded[reduction[v]].samples.values()), None)
-            facts = {
+            mb = (peak_memory_mb(dict(spec.checkpoints)[v], first)
+                  if spec.memory and first is not None else float("nan"))
+            atomic_write_json(cached, {"peak_memory_mb": mb})
+            return mb
+
+        for v in need_memory:
+            memory_of(v)
+        for v in need_facts:
+            atomic_write_json(facts_dir / f"{v}.json", {
                 "parameters": int(sum(p.numel() for p in pipes[v].model.parameters())),
                 "median_latency_ms": clean_runs[v].median_latency_ms(),
                 "stage_latency_ms": clean_runs[v].stage_latency_ms(),
-                "peak_memory_mb": (
-                    peak_memory_mb(dict(spec.checkpoints)[v], first)
-                    if spec.memory and first is not None else float("nan")
-                ),
-            }
-            atomic_write_json(facts_dir / f"{v}.json", facts)
-        log(f"  clean cells scored, parameters / latency / peak memory of {len(need_facts)} "
-            f"variants in {time.perf_counter() - t0:.0f} s")
+                "peak_memory_mb": memory_of(v),
+            })
+        log(f"  clean cells scored, parameters / latency / peak memory of "
+            f"{len(set(need_facts) | set(need_memory))} variants in "
+            f"{time.perf_counter() - t0:.0f} s")
         bar.set_postfix(cells=f"{computed}/{n_todo}")
 
         for corruption, severity in groups:
@@ -585,7 +611,7 @@ def run_benchmark(
             rec = cache.get(v, *g)
             if rec is not None:
                 cells[v][cell_name(*g)] = rec
-    if not measure_facts:  # a chunk: its cells are in the cache, the driver reports
+    if facts != "all":  # a chunk: its cells are in the cache, the driver reports
         return BenchmarkResult(spec, cells, {}, time.perf_counter() - t_start, computed, speedups)
     for v in variants:
         variant_facts[v] = json.loads((facts_dir / f"{v}.json").read_text())

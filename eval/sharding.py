@@ -262,9 +262,10 @@ def benchmark_chunk(
     ``out_dir``'s cache.
 
     The unit function of the distributed benchmark, with ``threads`` CPU threads (torch and
-    Numba; see ``InferenceShard.threads``). Chunk 0 also measures the per-variant facts
-    (parameters, latency, peak memory: a child process per variant), so they are measured
-    once, not once per chunk. Returns the number of cells computed.
+    Numba; see ``InferenceShard.threads``). Chunk 0 also measures each variant's peak
+    memory (a child process per variant), so it is measured once, not once per chunk; the
+    driver's final pass measures the latencies, with no chunk running. Returns the number
+    of cells computed.
     """
     from eval.benchmark import run_benchmark
     from perception.threads import set_cpu_threads
@@ -272,7 +273,7 @@ def benchmark_chunk(
     set_cpu_threads(threads)
     index, corruptions = chunk
     res = run_benchmark(replace(spec, corruptions=corruptions), out_dir, progress=False,
-                        log=lambda s: None, measure_facts=index == 0)
+                        log=lambda s: None, facts="memory" if index == 0 else "none")
     return res.computed_cells
 
 
@@ -291,8 +292,8 @@ def balanced_chunks(spec: BenchmarkSpec, n: int) -> list[tuple[str, ...]]:
 
     A corruption's work is its severity levels times the variants that read a sensor it
     touches (the others reuse their clean cell): one unit is one variant on the split at one
-    level, ~2.5 s on mini_val here. Chunk 0 also measures the per-variant facts; with peak
-    memory that is a spawned child per variant (~4.3 s each here), so 1.75 units a variant.
+    level, ~2.5 s on mini_val here. Chunk 0 also measures the peak memory: a spawned child
+    per variant (~4.3 s each here), 1.75 units a variant.
     """
     from eval.benchmark import severities_of
     from eval.corruptions import get_corruption

@@ -125,6 +125,45 @@ def test_benchmark_chunks_on_ray_give_the_same_cells(setup, tmp_path):
     assert _cells(sharded) == _cells(inline)
 
 
+def test_benchmark_chunks_in_processes_measure_facts_once(setup, tmp_path):
+    # Forkserver pool: the parent has run Numba kernels (the setup fixture) and set its
+    # threads, which aborted every plain-fork chunk. Chunk 0 measures peak memory, no chunk
+    # writes the latency facts (they would be timed beside a running chunk), the final pass
+    # does.
+    import math
+
+    from eval.benchmark import BenchmarkSpec, run_benchmark
+    from eval.sharding import run_benchmark_sharded
+    from perception.checkpoint import save_checkpoint
+    from perception.model import build_model
+    from perception.threads import set_cpu_threads
+
+    root, data, ckpt, _ = setup
+    torch.manual_seed(1)
+    lid = micro_config("lidar_only")
+    save_checkpoint(root / "lidar_ckpt_p", build_model(lid), lid, {"test": True})
+    spec = BenchmarkSpec((("lidar_only", str(root / "lidar_ckpt_p")), ("concat_conv", str(ckpt))),
+                         str(data), "v1.0-mini", "mini_val",
+                         corruptions=("lidar_density", "camera_missing", "ultrasonic_missing"),
+                         severities=(3,), memory=True, verify_samples=0)
+    set_cpu_threads(1)  # as every chunk does (threads=1)
+    inline = run_benchmark(spec, tmp_path / "inline", progress=False, log=lambda s: None,
+                           facts="memory")
+    written = sorted(p.name for p in (tmp_path / "inline" / "variants").iterdir())
+    assert written == ["concat_conv.memory.json", "lidar_only.memory.json"]  # no latency
+    assert inline.variants == {}  # and no report
+    assert not (tmp_path / "inline" / "benchmark.json").exists()
+    sharded = run_benchmark_sharded(spec, tmp_path / "pool", ExecutorConfig("processes", 2),
+                                    progress=False, log=lambda s: None, chunks=2)
+    assert sharded.computed_cells == 0  # every cell came from the chunks
+    assert _cells(sharded) == _cells(inline)
+    for v in ("lidar_only", "concat_conv"):
+        memory = json.loads((tmp_path / "pool" / "variants" / f"{v}.memory.json").read_text())
+        facts = sharded.variants[v]
+        assert facts["peak_memory_mb"] == memory["peak_memory_mb"] > 0
+        assert math.isfinite(facts["median_latency_ms"]) and facts["median_latency_ms"] > 0
+
+
 def _ticks_without_timing(path: Path) -> list[dict]:
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     for r in rows:
