@@ -75,6 +75,30 @@ def attribute_for(class_name: str, speed_mps: float, moving_speed_mps: float) ->
     return pair[0] if speed_mps > moving_speed_mps else pair[1]
 
 
+def _attribute_tables() -> tuple[np.ndarray, np.ndarray]:
+    """``attribute_for`` as two lookups by label: the moving and the still attribute."""
+    moving = np.array([attribute_for(c, math.inf, 0.0) for c in DETECTION_CLASSES], object)
+    still = np.array([attribute_for(c, 0.0, 0.0) for c in DETECTION_CLASSES], object)
+    return moving, still
+
+
+def _max_pool3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 stride-1 max pool with -inf padding (``F.max_pool2d(x, 3, 1, 1)``, the same values):
+    the maximum of nine shifted views, several times faster than the pooling kernel on one CPU
+    thread for a decoder's small maps.
+    """
+    if x.device.type != "cpu" or x.shape[-1] < 2 or x.shape[-2] < 2:
+        return F.max_pool2d(x, 3, 1, 1)
+    a = x.numpy()
+    row = a.copy()  # max over the row neighbours, then over the column neighbours
+    np.maximum(row[..., 1:], a[..., :-1], out=row[..., 1:])
+    np.maximum(row[..., :-1], a[..., 1:], out=row[..., :-1])
+    out = row.copy()
+    np.maximum(out[..., 1:, :], row[..., :-1, :], out=out[..., 1:, :])
+    np.maximum(out[..., :-1, :], row[..., 1:, :], out=out[..., :-1, :])
+    return torch.from_numpy(out)
+
+
 @torch.no_grad()
 def decode_detections(
     heatmap_logits: torch.Tensor,
@@ -100,8 +124,9 @@ def decode_detections(
     b, _, h, w = heatmap_logits.shape
     heat = heatmap_logits.float().sigmoid()
     # A peak is a cell that is the max of its 3x3 neighbourhood (CenterNet's max-pool NMS).
-    peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat)
-    order = class_group_order(cfg)
+    peaks = heat * (_max_pool3(heat) == heat)
+    order = np.asarray(class_group_order(cfg), np.int64)
+    attr_moving, attr_still = _attribute_tables()
     results = []
     for bi in range(b):
         if has_input is not None and not bool(has_input[bi]):
@@ -121,7 +146,7 @@ def decode_detections(
             iy, ix = cell // w, cell % w
             r = reg[bi, gi].float().reshape(NUM_REG, -1)[:, cell].T.cpu().numpy()  # (n, 10)
             x, y, z, wlh, yaw, vel = decode_boxes(r, ix.cpu().numpy(), iy.cpu().numpy(), g)
-            labels = np.array([order[c0 + int(c)] for c in cls_local.cpu().numpy()], np.int64)
+            labels = order[c0 + cls_local.cpu().numpy()]
             s = top_s.cpu().numpy().astype(np.float64)
             arr = np.column_stack([x, y, z, wlh, yaw, vel, s, labels])
             if len(arr) and det.nms_radius_m[gi] > 0:
@@ -137,10 +162,8 @@ def decode_detections(
         allb = allb[np.argsort(-allb[:, 9], kind="stable")][: det.max_detections]
         labels = allb[:, 10].astype(np.int64)
         speed = np.hypot(allb[:, 7], allb[:, 8])
-        attrs = tuple(
-            attribute_for(DETECTION_CLASSES[lab], float(sp), det.moving_speed_mps)
-            for lab, sp in zip(labels, speed)
-        )
+        attrs = tuple(np.where(speed > det.moving_speed_mps, attr_moving[labels],
+                               attr_still[labels]).tolist())
         results.append(
             Boxes3D(
                 center_m=allb[:, 0:3],

@@ -108,3 +108,27 @@ def test_gaussian_helpers():
     assert gaussian_radius(3.0, 1.2, 0.1) > 0
     assert attribute_for("bicycle", 0.0, 0.5) == "cycle.without_rider"
     assert attribute_for("barrier", 5.0, 0.5) == ""
+
+
+@pytest.mark.parametrize("shape", [(1, 10, 64, 64), (2, 3, 5, 7), (1, 1, 2, 2), (1, 2, 1, 6)])
+def test_max_pool3_equals_torch_max_pool(shape):
+    # The decoder's peak test (heat == its 3x3 max) must see the pooling kernel's values,
+    # ties and borders included (-inf padding): quantised values make many ties.
+    from perception.heads.detection import _max_pool3
+
+    x = torch.from_numpy(np.random.default_rng(3).integers(0, 4, shape).astype(np.float32) / 4)
+    want = torch.nn.functional.max_pool2d(x, 3, 1, 1)
+    got = _max_pool3(x)
+    assert got.shape == want.shape and torch.equal(got, want)
+    assert torch.equal(x * (got == x), x * (want == x))
+
+
+def test_attribute_lookup_equals_attribute_for():
+    from perception.heads.detection import _attribute_tables, attribute_for
+    from sensors.types import DETECTION_CLASSES
+
+    moving, still = _attribute_tables()
+    for i, c in enumerate(DETECTION_CLASSES):
+        for speed in (0.0, 0.2, 0.21, 5.0, float("nan")):
+            want = attribute_for(c, speed, 0.2)
+            assert (moving[i] if speed > 0.2 else still[i]) == want, (c, speed)
