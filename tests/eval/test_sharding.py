@@ -97,26 +97,36 @@ def _cells(result) -> dict:
                 for c, rec in cells.items()} for v, cells in result.cells.items()}
 
 
-def test_benchmark_chunks_on_ray_give_the_same_cells(setup, tmp_path):
-    pytest.importorskip("ray")
-    from eval.benchmark import BenchmarkSpec, run_benchmark
-    from eval.sharding import run_benchmark_sharded
+def _two_variant_spec(setup, corruptions: tuple[str, ...], memory: bool):  # noqa: ANN202
+    """A benchmark of a micro lidar_only and the fixture's concat_conv; this process set to
+    one thread, as every chunk is (threads=1), so that inline and chunk cells compare.
+    """
+    from eval.benchmark import BenchmarkSpec
     from perception.checkpoint import save_checkpoint
     from perception.model import build_model
+    from perception.threads import set_cpu_threads
+
+    root, data, ckpt, _ = setup
+    lidar = root / "lidar_ckpt"
+    if not lidar.is_dir():
+        torch.manual_seed(1)
+        lid = micro_config("lidar_only")
+        save_checkpoint(lidar, build_model(lid), lid, {"test": True})
+    set_cpu_threads(1)
+    return BenchmarkSpec((("lidar_only", str(lidar)), ("concat_conv", str(ckpt))), str(data),
+                         "v1.0-mini", "mini_val", corruptions=corruptions, severities=(3,),
+                         memory=memory, verify_samples=0)
+
+
+def test_benchmark_chunks_on_ray_give_the_same_cells(setup, tmp_path):
+    pytest.importorskip("ray")
+    from eval.benchmark import run_benchmark
+    from eval.sharding import run_benchmark_sharded
 
     ray_cfg = ExecutorConfig("ray", workers=2)
     ensure_ray(ray_cfg)
-    root, data, ckpt, _ = setup
-    torch.manual_seed(1)
-    lid = micro_config("lidar_only")
-    save_checkpoint(root / "lidar_ckpt", build_model(lid), lid, {"test": True})
-    spec = BenchmarkSpec((("lidar_only", str(root / "lidar_ckpt")), ("concat_conv", str(ckpt))),
-                         str(data), "v1.0-mini", "mini_val",
-                         corruptions=("lidar_density", "camera_missing", "lidar_missing"),
-                         severities=(3,), memory=False, verify_samples=0)
-    from perception.threads import set_cpu_threads
-
-    set_cpu_threads(1)  # as every chunk does (threads=1)
+    spec = _two_variant_spec(setup, ("lidar_density", "camera_missing", "lidar_missing"),
+                             memory=False)
     inline = run_benchmark(spec, tmp_path / "inline", progress=False, log=lambda s: None)
     sharded = run_benchmark_sharded(spec, tmp_path / "ray", ray_cfg, progress=False,
                                     log=lambda s: None, chunks=2)
@@ -132,21 +142,11 @@ def test_benchmark_chunks_in_processes_measure_facts_once(setup, tmp_path):
     # does.
     import math
 
-    from eval.benchmark import BenchmarkSpec, run_benchmark
+    from eval.benchmark import run_benchmark
     from eval.sharding import run_benchmark_sharded
-    from perception.checkpoint import save_checkpoint
-    from perception.model import build_model
-    from perception.threads import set_cpu_threads
 
-    root, data, ckpt, _ = setup
-    torch.manual_seed(1)
-    lid = micro_config("lidar_only")
-    save_checkpoint(root / "lidar_ckpt_p", build_model(lid), lid, {"test": True})
-    spec = BenchmarkSpec((("lidar_only", str(root / "lidar_ckpt_p")), ("concat_conv", str(ckpt))),
-                         str(data), "v1.0-mini", "mini_val",
-                         corruptions=("lidar_density", "camera_missing", "ultrasonic_missing"),
-                         severities=(3,), memory=True, verify_samples=0)
-    set_cpu_threads(1)  # as every chunk does (threads=1)
+    spec = _two_variant_spec(setup, ("lidar_density", "camera_missing", "ultrasonic_missing"),
+                             memory=True)
     inline = run_benchmark(spec, tmp_path / "inline", progress=False, log=lambda s: None,
                            facts="memory")
     written = sorted(p.name for p in (tmp_path / "inline" / "variants").iterdir())
