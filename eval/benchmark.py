@@ -400,7 +400,7 @@ def run_benchmark(
     from tqdm import tqdm
 
     from perception.pipeline import Pipeline
-    from perception.prepare import prepare_sample
+    from perception.prepare import prepare_key, prepare_sample
     from sensors.datasets.nuscenes import NuScenesDataset
 
     t_start = time.perf_counter()
@@ -451,7 +451,7 @@ def run_benchmark(
         log(f"  loaded {len(tokens)} samples once ({len(loaded)} decode reduction"
             f"{'s' if len(loaded) > 1 else ''}) in {time.perf_counter() - t0:.0f} s")
         t0 = time.perf_counter()
-        prep_key = {v: repr((p.cfg.camera.image_hw, p.cfg.grid)) for v, p in pipes.items()}
+        prep_key = {v: prepare_key(p.cfg) for v, p in pipes.items()}
         # Warm-up run per variant: JIT compilation and first-call setup stay out of the
         # latency medians; also the first BEV-pooling call of a process can differ from later
         # ones in the last float bits, which would break the shared == full check.

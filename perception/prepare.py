@@ -24,6 +24,19 @@ from perception.heads.targets import sample_targets
 from perception.sample_arrays import SampleArrays
 
 
+def prepare_key(cfg: ModelConfig) -> str:
+    """What ``prepare_sample(sample, cfg, targets=False)`` reads of ``cfg``: configurations
+    with equal keys get equal arrays from one sample, so a caller may share them.
+
+    The camera pixels are only resized for a model with a camera branch (``camera_arrays``):
+    a LiDAR-only model's arrays carry empty images, which a camera model must not be handed.
+    """
+    from sensors.types import Modality
+
+    pixels = cfg.camera.image_hw if cfg.has_branch(Modality.CAMERA) else None
+    return repr((pixels, cfg.grid))
+
+
 def prepare_sample(sample: SyncedSample, cfg: ModelConfig, targets: bool = True) -> SampleArrays:
     """Reduce a ``SyncedSample`` to ``SampleArrays`` for ``cfg`` (see module docstring).
 

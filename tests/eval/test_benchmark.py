@@ -21,7 +21,7 @@ from eval.benchmark import BenchmarkSpec, cell_name, robustness, run_benchmark
 
 sim = pytest.importorskip("sensors.sim")
 REPO = Path(__file__).resolve().parents[2]
-VARIANTS = ("lidar_only", "camera_only", "concat_conv", "lidar_camera_refine")
+VARIANTS = ("lidar_only", "camera_only", "concat_conv", "serial", "lidar_camera_refine")
 CORRUPTIONS = ("lidar_density", "camera_missing", "ultrasonic_missing", "lidar_missing")
 TIMING_KEYS = ("speedup_shared_vs_full", "shared_ms_per_sample", "full_ms_per_sample")
 
@@ -63,6 +63,10 @@ def test_table_has_every_cell(setup):
             for k in ("mAP", "NDS", "mATE", "mAVE", "L2_3s_m", "collision_3s"):
                 assert k in rec
             assert rec["samples"] == 2
+            # No sample failed: a failed one scores as empty, which reads as a robustness
+            # result (serial once failed every sample under LiDAR corruptions, handed
+            # lidar_only's camera-less arrays).
+            assert rec["failures"] == 0, (v, rec["corruption"], rec["failed_samples"])
     md = (root / "full" / "benchmark.md").read_text()
     for v in VARIANTS:
         for name in want:
@@ -71,6 +75,19 @@ def test_table_has_every_cell(setup):
     assert (root / "full" / "accuracy_latency.png").stat().st_size > 1000
     saved = json.loads((root / "full" / "benchmark.json").read_text())
     assert set(saved["cells"]["concat_conv"]) == want
+
+
+def test_a_camera_model_is_never_handed_camera_less_arrays(setup, tmp_path):
+    # Preprocessed arrays are shared by variants with equal preprocessing; lidar_only's carry
+    # no pixels (it has no camera branch). Without a cascade in the set, lidar_only and
+    # serial decode at one reduction, and serial, whose LiDAR map reads the cameras, once got
+    # lidar_only's arrays under every LiDAR corruption: every sample failed.
+    root, spec, _ = setup
+    pair = tuple((v, p) for v, p in spec.checkpoints if v in ("lidar_only", "serial"))
+    sub = replace(spec, checkpoints=pair, corruptions=("lidar_density",), severities=(1,))
+    result = run_benchmark(sub, tmp_path / "pair", progress=False, log=lambda s: None)
+    rec = result.cells["serial"]["lidar_density_s1"]
+    assert rec["failures"] == 0 and rec["samples"] == 2
 
 
 def test_unaffected_variants_keep_their_clean_result(setup):
