@@ -323,6 +323,26 @@ def _count_cells(root: Path, spec: BenchmarkSpec) -> int:
                for g in [(CLEAN, 0), *spec.groups()])
 
 
+def run_benchmark_on(
+    spec: BenchmarkSpec,
+    out_dir: str | Path,
+    executor: ExecutorConfig | None,
+    progress: bool = True,
+    log=None,  # noqa: ANN001 - as run_benchmark's
+    threads: int = 1,
+    reset_stale: bool = False,
+) -> BenchmarkResult:
+    """The benchmark on ``executor``: one loop in this process for None or inline (one line
+    logged per corruption), else ``run_benchmark_sharded`` (a progress bar over cells).
+    """
+    from eval.benchmark import run_benchmark
+
+    if executor is None or executor.kind == "inline":
+        return run_benchmark(spec, out_dir, progress=progress, log=log, reset_stale=reset_stale)
+    return run_benchmark_sharded(spec, out_dir, executor, progress=progress, log=log,
+                                 threads=threads, reset_stale=reset_stale)
+
+
 def run_benchmark_sharded(
     spec: BenchmarkSpec,
     out_dir: str | Path,

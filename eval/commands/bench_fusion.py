@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                            "own clean pass (default: one process per core, at most 4; "
                            "--workers 1: one loop in this process)")
     args = p.parse_args(argv)
-    from eval.sharding import default_benchmark_executor
+    from eval.sharding import default_benchmark_executor, run_benchmark_on
 
     executor = executor_from_args(args, default=default_benchmark_executor())
 
@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         BenchmarkSpec,
         corruption_table,
         quick_severities,
-        run_benchmark,
         shipped_checkpoints,
         summary_table,
         train_variants,
@@ -113,14 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fusion benchmark: {len(spec.variants)} variants x {len(spec.groups())} corruption "
           f"cells + clean = {n_cells} cells on {split} -> {out}", flush=True)
     t0 = time.perf_counter()
-    if executor is None or executor.kind == "inline":
-        result = run_benchmark(spec, out, progress=not args.no_progress,
-                               log=lambda s: print(s, flush=True))
-    else:  # the same cells (cell cache shared by the chunks), then the one report pass
-        from eval.sharding import run_benchmark_sharded
-
-        result = run_benchmark_sharded(spec, out, executor, progress=not args.no_progress,
-                                       log=lambda s: print(s, flush=True), threads=args.threads)
+    # Chunks share the cell cache, then one report pass; the same cells either way.
+    result = run_benchmark_on(spec, out, executor, progress=not args.no_progress,
+                              log=lambda s: print(s, flush=True), threads=args.threads)
     print()
     print(summary_table(result))
     print()

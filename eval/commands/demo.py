@@ -192,12 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         BenchmarkSpec,
         corruption_table,
         quick_severities,
-        run_benchmark,
         shipped_checkpoints,
         summary_table,
         table_rows,
     )
-    from eval.sharding import default_benchmark_executor, run_benchmark_sharded
+    from eval.sharding import default_benchmark_executor, run_benchmark_on
     from sensors.datasets.nuscenes import NuScenesDataset
 
     spec = BenchmarkSpec(
@@ -213,14 +212,8 @@ def main(argv: list[str] | None = None) -> int:
               "so these metrics are not comparable to a full run")
     # A rerun reuses the finished cells; other checkpoints or data start the folder afresh.
     # Chunks of corruptions on every core (at most 4), as `drivefuse bench` runs by default.
-    executor = default_benchmark_executor()
-    if executor is None:
-        bench = run_benchmark(spec, demo_dir / "benchmark",
-                              log=lambda line: print(line, flush=True), reset_stale=True)
-    else:
-        bench = run_benchmark_sharded(spec, demo_dir / "benchmark", executor,
-                                      log=lambda line: print(line, flush=True),
-                                      reset_stale=True)
+    bench = run_benchmark_on(spec, demo_dir / "benchmark", default_benchmark_executor(),
+                             log=lambda line: print(line, flush=True), reset_stale=True)
     summary = summary_table(bench)
     print(summary)
     print(corruption_table(bench))

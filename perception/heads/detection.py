@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -75,6 +76,7 @@ def attribute_for(class_name: str, speed_mps: float, moving_speed_mps: float) ->
     return pair[0] if speed_mps > moving_speed_mps else pair[1]
 
 
+@functools.cache
 def _attribute_tables() -> tuple[np.ndarray, np.ndarray]:
     """``attribute_for`` as two lookups by label: the moving and the still attribute."""
     moving = np.array([attribute_for(c, math.inf, 0.0) for c in DETECTION_CLASSES], object)

@@ -86,21 +86,13 @@ def test_process_pool_after_the_parent_ran_a_parallel_kernel():
     # The parent launches Numba's OpenMP pool (as every drivefuse command does when it sets
     # its threads and runs a kernel); a plain-fork pool's children then abort on their first
     # parallel kernel and every unit is lost.
-    import numba
-    import torch
-
+    # (tests/conftest.py restores this worker's thread counts afterwards.)
     from perception.threads import set_cpu_threads
 
-    # Restored exactly: later tests in this worker compare floats that depend on both counts.
-    before = torch.get_num_threads(), numba.get_num_threads()
     set_cpu_threads(2)
-    try:
-        expected = [_paint_unit(n) for n in (500, 900)]
-        res = run_units(_paint_unit, [500, 900], ExecutorConfig("processes", workers=2),
-                        progress=False)
-    finally:
-        torch.set_num_threads(before[0])
-        numba.set_num_threads(before[1])
+    expected = [_paint_unit(n) for n in (500, 900)]
+    res = run_units(_paint_unit, [500, 900], ExecutorConfig("processes", workers=2),
+                    progress=False)
     assert not res.failures, res.summary()
     assert list(res.results) == expected
 
