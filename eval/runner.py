@@ -21,12 +21,13 @@ import numpy as np
 from calibration.sample import Boxes3D, SyncedSample
 from calibration.se3 import SE3
 from eval import planning
-from eval.detection.results import ResultsMeta, write_results
+from eval.detection.results import ResultsMeta, results_boxes, write_results
 from sensors.types import Modality
 
 if TYPE_CHECKING:
     import torch
 
+    from eval.detection.data import EvalBoxSet
     from perception.config import ModelConfig
     from perception.control import ControlConfig
     from perception.pipeline import Pipeline
@@ -172,6 +173,10 @@ class ModelRun:
     def write_results(self, path: str | Path | None = None) -> dict:
         """The nuScenes results dict (global frame), written to ``path`` when given."""
         return write_results(self.detections, self.poses, self.meta, path)
+
+    def result_boxes(self) -> EvalBoxSet:
+        """The columns ``write_results()`` would hold, built without its records (scoring)."""
+        return results_boxes(self.detections, self.poses)
 
     def median_latency_ms(self) -> float:
         """Median end-to-end ``Pipeline.run`` time over the successful samples."""
@@ -419,7 +424,7 @@ def detection_and_planning(run: ModelRun, nusc, split: str) -> dict:  # noqa: AN
     """
     from eval.detection import evaluate_detections
 
-    summary = evaluate_detections(nusc, run.write_results(), split)
+    summary = evaluate_detections(nusc, run.result_boxes(), split)
     tp = summary.tp_errors
     out: dict = {
         "mAP": float(summary.mean_ap),

@@ -11,6 +11,7 @@ import torch
 
 from calibration.sample import Boxes3D, SyncedSample
 from perception.backbones.camera_decode import decoded_like_training
+from perception.backbones.common import fold_batchnorm
 from perception.batch import Batch, collate
 from perception.checkpoint import load_checkpoint
 from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
@@ -48,9 +49,12 @@ class Pipeline:
         cls, path: Path | str, device: str | torch.device | None = None
     ) -> Pipeline:
         """Load a checkpoint folder (or its ``model.pt``) written by ``drivefuse train``, or a
-        shipped variant by name (``"gated"``).
+        shipped variant by name (``"gated"``). Its BatchNorm layers are folded into the
+        convolutions before them (``fold_batchnorm``: equal up to float rounding, faster).
         """
         model, cfg = load_checkpoint(path)
+        # This model is the pipeline's own (nobody trains it): BatchNorm folds into the convs.
+        fold_batchnorm(model.eval())
         return cls(model, cfg, device)
 
     @classmethod

@@ -13,6 +13,7 @@ import orjson
 from calibration.sample import Boxes3D
 from calibration.se3 import SE3
 from eval.detection.config import ATTRIBUTE_NAMES
+from eval.detection.data import EvalBoxSet
 from sensors.types import DETECTION_CLASSES
 
 MAX_BOXES_PER_SAMPLE = 500
@@ -35,6 +36,19 @@ class ResultsMeta:
         return {f: bool(getattr(self, f)) for f in _META_FIELDS}
 
 
+def _global_columns(
+    boxes_ego: Boxes3D, global_SE3_ego: SE3  # noqa: N803 - frame naming convention
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centres, sizes, (w, x, y, z) yaw quaternions and velocities (NaN -> 0) of ``boxes_ego``
+    in the global frame, as a results file holds them.
+    """
+    g = boxes_ego.transformed(global_SE3_ego)
+    half = g.yaw_rad / 2
+    q = np.stack([np.cos(half), np.zeros_like(half), np.zeros_like(half), np.sin(half)], axis=1)
+    vel = np.where(np.isfinite(g.velocity_mps), g.velocity_mps, 0.0)
+    return g.center_m, g.wlh_m, q, vel
+
+
 def boxes_to_records(
     sample_token: str,
     boxes_ego: Boxes3D,
@@ -45,15 +59,12 @@ def boxes_to_records(
     Rotation is yaw about the global z axis written as a (w, x, y, z) quaternion; velocity is
     the rotated (vx, vy); a NaN velocity (not estimated) is written as 0.
     """
-    g = boxes_ego.transformed(global_SE3_ego)
-    half = g.yaw_rad / 2
-    q = np.stack([np.cos(half), np.zeros_like(half), np.zeros_like(half), np.sin(half)], axis=1)
-    vel = np.where(np.isfinite(g.velocity_mps), g.velocity_mps, 0.0)
-    # Whole arrays to Python lists at once (the same floats as per-element conversion): the
-    # benchmark writes a results file per cell, and per-row tolist() was most of its cost.
-    columns = zip(g.center_m.tolist(), g.wlh_m.tolist(), q.tolist(), vel.tolist(),
-                  np.asarray(g.labels).tolist(), np.asarray(g.scores, np.float64).tolist(),
-                  g.attributes, strict=True)
+    center, wlh, q, vel = _global_columns(boxes_ego, global_SE3_ego)
+    # Whole arrays to Python lists at once (the same floats as per-element conversion).
+    columns = zip(center.tolist(), wlh.tolist(), q.tolist(), vel.tolist(),
+                  np.asarray(boxes_ego.labels).tolist(),
+                  np.asarray(boxes_ego.scores, np.float64).tolist(), boxes_ego.attributes,
+                  strict=True)
     return [
         {
             "sample_token": sample_token,
@@ -67,6 +78,66 @@ def boxes_to_records(
         }
         for t, s, r, v, lab, sc, a in columns
     ]
+
+
+def _capped(boxes: Boxes3D, max_boxes_per_sample: int) -> Boxes3D:
+    if len(boxes) <= max_boxes_per_sample:
+        return boxes
+    # Stable sort: equal scores keep their order.
+    keep = np.sort(np.argsort(-boxes.scores, kind="stable")[:max_boxes_per_sample])
+    return boxes.subset(keep)
+
+
+def results_boxes(
+    dets_by_sample: Mapping[str, Boxes3D],
+    global_SE3_ego_by_sample: Mapping[str, SE3],  # noqa: N803 - frame naming convention
+    max_boxes_per_sample: int = MAX_BOXES_PER_SAMPLE,
+) -> EvalBoxSet:
+    """The columns ``load_results(write_results(...))`` reads back, without the records.
+
+    The same boxes, values and order as the file round trip (float64 of the same floats; a
+    NaN velocity as 0; at most ``max_boxes_per_sample`` per sample), and the same refusal of
+    non-finite values. The benchmark scores hundreds of cells: building and parsing a
+    record dict per box was over half of a cell's scoring time.
+    """
+    from eval.detection.loading import ATTRIBUTE_TO_ID, _refuse_bad_values
+
+    tokens = list(dets_by_sample)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "sample_index", "translation", "size", "rotation", "velocity", "label", "score",
+        "attribute")}
+    for i, token in enumerate(tokens):
+        if token not in global_SE3_ego_by_sample:
+            raise KeyError(f"results_boxes: no ego pose for sample {token}")
+        boxes = _capped(dets_by_sample[token], max_boxes_per_sample)
+        if not len(boxes):
+            continue
+        center, wlh, q, vel = _global_columns(boxes, global_SE3_ego_by_sample[token])
+        parts["sample_index"].append(np.full(len(boxes), i, np.int64))
+        parts["translation"].append(np.asarray(center, np.float64))
+        parts["size"].append(np.asarray(wlh, np.float64))
+        parts["rotation"].append(np.asarray(q, np.float64))
+        parts["velocity"].append(np.asarray(vel, np.float64))
+        parts["label"].append(np.asarray(boxes.labels, np.int64))
+        parts["score"].append(np.asarray(boxes.scores, np.float64))
+        parts["attribute"].append(
+            np.array([ATTRIBUTE_TO_ID[a] for a in boxes.attributes], np.int64))
+    widths = {"translation": 3, "size": 3, "rotation": 4, "velocity": 2}
+
+    def cat(key: str, dtype: type) -> np.ndarray:
+        if parts[key]:
+            return np.concatenate(parts[key])
+        return np.zeros((0, widths[key]) if key in widths else (0,), dtype)
+
+    n = sum(len(x) for x in parts["label"])
+    out = EvalBoxSet(
+        tokens, cat("sample_index", np.int64), cat("translation", np.float64),
+        cat("size", np.float64), cat("rotation", np.float64), cat("velocity", np.float64),
+        cat("label", np.int64), cat("score", np.float64), cat("attribute", np.int64),
+        np.full(n, -1, np.int64),
+    )
+    _refuse_bad_values(out, "results")
+    return out
 
 
 def write_results(
@@ -99,11 +170,8 @@ def write_results(
     for token, boxes in dets_by_sample.items():
         if token not in global_SE3_ego_by_sample:
             raise KeyError(f"write_results: no ego pose for sample {token}")
-        if len(boxes) > max_boxes_per_sample:
-            # Stable sort: equal scores keep their order.
-            keep = np.sort(np.argsort(-boxes.scores, kind="stable")[:max_boxes_per_sample])
-            boxes = boxes.subset(keep)
-        results[token] = boxes_to_records(token, boxes, global_SE3_ego_by_sample[token])
+        results[token] = boxes_to_records(token, _capped(boxes, max_boxes_per_sample),
+                                          global_SE3_ego_by_sample[token])
     out = {"meta": meta_dict, "results": results}
     if path is not None:
         p = Path(path)

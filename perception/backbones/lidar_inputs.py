@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from perception.config import GridConfig, ModelConfig
+from perception.ops.crop import crop_points
 from sensors.types import LidarSweep
 
 
@@ -22,16 +23,9 @@ def grid_points(lidar: LidarSweep | None, grid: GridConfig) -> np.ndarray:
     if cols < 5:
         # Single-sweep KITTI-style input: no time-lag column; a zero lag is exact.
         pts = np.concatenate([pts, np.zeros((len(pts), 5 - cols), np.float32)], axis=1)
-    pts = pts[:, :5]
-    keep = (
-        (pts[:, 0] >= g.x_range_m[0])
-        & (pts[:, 0] < g.x_range_m[1])
-        & (pts[:, 1] >= g.y_range_m[0])
-        & (pts[:, 1] < g.y_range_m[1])
-        & (pts[:, 2] >= g.z_range_m[0])
-        & (pts[:, 2] < g.z_range_m[1])
-    )
-    return np.ascontiguousarray(pts[keep], dtype=np.float32)
+    lo = (g.x_range_m[0], g.y_range_m[0], g.z_range_m[0])
+    hi = (g.x_range_m[1], g.y_range_m[1], g.z_range_m[1])
+    return crop_points(pts, lo, hi, columns=5)
 
 
 def paint_index(

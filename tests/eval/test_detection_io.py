@@ -314,6 +314,38 @@ def test_writer_keeps_the_best_500_and_zeroes_unknown_velocity():
     assert validate_results(out) == []
 
 
+
+def test_columns_equal_the_results_file_round_trip():
+    """``results_boxes`` (what the benchmark scores) is exactly ``load_results`` of the file
+    ``write_results`` writes: values, order, the 500-box cap, unknown velocity, attributes.
+    """
+    from eval.detection.results import results_boxes
+
+    rng = np.random.default_rng(3)
+    dets, poses = {}, {}
+    for i, n in enumerate([5, 0, 520, 1, 9]):
+        vel = rng.normal(0, 4, (n, 2))
+        vel[::3] = np.nan
+        scores = rng.random(n).astype(np.float32)
+        if n > 2:
+            scores[1] = scores[2]  # a tie at the cap keeps file order
+        dets[f"t{i}"] = Boxes3D(
+            rng.normal(0, 30, (n, 3)).astype(np.float32), rng.uniform(0.3, 5, (n, 3)),
+            rng.uniform(-3.2, 3.2, n), vel, rng.integers(0, 10, n), scores,
+            tuple(str(a) for a in rng.choice(["", "vehicle.moving", "cycle.without_rider"], n)),
+        )
+        poses[f"t{i}"] = SE3.from_yaw(float(rng.uniform(-3, 3)), rng.normal(0, 500, 3))
+    expected, _ = load_results(write_results(dets, poses, META))
+    got = results_boxes(dets, poses)
+    assert len(got) == 5 + 500 + 1 + 9
+    assert_same_boxes(got, expected)
+    bad = dict(dets)
+    b = dets["t0"]
+    bad["t0"] = Boxes3D(b.center_m * np.array([np.nan, 1, 1]), b.wlh_m, b.yaw_rad,
+                        b.velocity_mps, b.labels, b.scores, b.attributes)
+    with pytest.raises(ResultsFormatError, match="translation has a null or non-finite"):
+        results_boxes(bad, poses)
+
 # ------------------------------------------------------------ refused at load, not in matching
 
 
