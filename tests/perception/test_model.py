@@ -163,3 +163,38 @@ def test_cached_branch_maps_reproduce_the_full_forward(samples):
         a, b = model(full), model(cached)
     torch.testing.assert_close(a.heatmap, b.heatmap)
     torch.testing.assert_close(a.waypoints, b.waypoints)
+
+
+@pytest.mark.parametrize("variant", ["concat_conv", "serial", "lidar_camera_refine"])
+def test_folding_batchnorm_keeps_every_output(variant, samples):
+    """``fold_batchnorm`` (what ``Pipeline.from_checkpoint`` applies) leaves no BatchNorm2d
+    after a conv and changes no head output beyond float rounding, with running statistics
+    and affine parameters far from the identity so that a wrong fold shows.
+    """
+    import copy
+
+    from perception.backbones.common import fold_batchnorm
+
+    cfg = micro_config(variant)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.2, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+            m.eps = 0.1  # a fold that forgets eps is off by ~5%, not by 1e-5
+    model.eval()
+    folded = copy.deepcopy(model)
+    n = fold_batchnorm(folded)
+    assert n > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    batch = collate([prepare_sample(s, cfg) for s in samples], cfg)
+    with torch.inference_mode():
+        a, b = model(batch), folded(batch)
+    for name in ("heatmap", "reg", "waypoints"):
+        x, y = getattr(a, name), getattr(b, name)
+        torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_model(cfg).train())
