@@ -312,6 +312,7 @@ class BenchmarkResult:
     wall_s: float = 0.0
     computed_cells: int = 0
     speedup: dict[str, float] = field(default_factory=dict)  # cell name -> overall speed-up
+    machine: dict = field(default_factory=dict)  # eval.machine.machine_facts() of the run
 
     def to_json(self) -> dict:
         """JSON-able dict."""
@@ -322,6 +323,7 @@ class BenchmarkResult:
             "wall_s": self.wall_s,
             "computed_cells": self.computed_cells,
             "speedup_shared_vs_full": self.speedup,
+            "machine": self.machine,
         }
 
 
@@ -624,8 +626,11 @@ def run_benchmark(
             vals = [x for x in vals if x is not None and np.isfinite(x)]
             if vals:
                 speedups[cell_name(*g)] = float(np.median(vals))
+    from eval.machine import machine_facts
+
+    # Timed like the latencies: in the final pass, with no chunk running.
     result = BenchmarkResult(spec, cells, variant_facts, time.perf_counter() - t_start, computed,
-                             speedups)
+                             speedups, machine_facts())
     write_reports(result, out)
     return result
 
@@ -803,6 +808,7 @@ def cell_table(result: BenchmarkResult) -> str:
 def write_reports(result: BenchmarkResult, out: Path) -> dict[str, Path]:
     """``benchmark.json``, ``benchmark.md``, ``heatmap.png`` and ``accuracy_latency.png``."""
     from eval.benchmark_plots import accuracy_latency_scatter, robustness_heatmap
+    from eval.machine import describe
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "benchmark.json", "md": out / "benchmark.md",
@@ -818,6 +824,8 @@ def write_reports(result: BenchmarkResult, out: Path) -> dict[str, Path]:
         + (f", first {spec.max_samples} samples" if spec.max_samples else "") + f"); {sev}; "
         f"seed {spec.seed}. Metrics: nuScenes detection (devkit-identical), open-loop planning. "
         f"mRR / mCE as Robo3D defines them, on NDS, mCE against `{spec.baseline}`.",
+        "",
+        f"Machine: {describe(result.machine)}." if result.machine else "",
         "",
         "## Robustness summary",
         "",

@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     if sp:
         print(f"\nshared-branch path vs the whole model per cell: median {np.median(sp):.1f}x "
               f"(min {min(sp):.1f}x, max {max(sp):.1f}x) over {len(sp)} corruption cells")
+    if result.machine:
+        from eval.machine import describe
+
+        print(f"machine: {describe(result.machine)}")
     print(f"{result.computed_cells} cells computed now, {n_cells - result.computed_cells} from "
           f"the cache; {time.perf_counter() - t0:.0f} s; wrote {out / 'benchmark.md'}")
     return 0

@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{1e3 / r['median_ms']['total']:7.1f}{mem:8.0f}{r['params']:9d}")
         print("total = Pipeline.run (preprocess + voxelize + raster + backbones + fuser + heads"
               " + decode + control); e2e = load + total. Hz from total.")
+        from eval.machine import describe, machine_facts
+
+        # ms depend on the host as much as on the commit: the reference conv tells them apart.
+        print(f"machine: {describe(machine_facts())}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))
     return 0

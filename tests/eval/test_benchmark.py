@@ -75,6 +75,11 @@ def test_table_has_every_cell(setup):
     assert (root / "full" / "accuracy_latency.png").stat().st_size > 1000
     saved = json.loads((root / "full" / "benchmark.json").read_text())
     assert set(saved["cells"]["concat_conv"]) == want
+    # The machine the timings were taken on, with its reference convolution, so that ms/frame
+    # of two runs can be compared: a slower host once read as a slower commit.
+    machine = saved["machine"]
+    assert machine["cores"] >= 1 and 0 < machine["reference_conv_ms"] < 10_000
+    assert f"reference conv {machine['reference_conv_ms']:.1f} ms" in md
 
 
 def test_a_camera_model_is_never_handed_camera_less_arrays(setup, tmp_path):
