@@ -12,29 +12,32 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
 # The reference: one 3x3 convolution, 64 -> 64 channels on a 128 x 128 map, batch 1, one
 # thread (the shape and thread count of the tiny preset's LiDAR backbone at inference).
 REFERENCE_CONV = {"channels": 64, "hw": 128, "kernel": 3, "threads": 1}
+# The vector extensions that decide CPU convolution speed.
+_SIMD = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
 
 
 def _cpu_info() -> tuple[str, tuple[str, ...]]:
-    model, flags = platform.processor() or "unknown", ()
+    """CPU model name and the vector extensions of ``_SIMD`` it has (Linux: /proc/cpuinfo;
+    elsewhere ``platform.processor()`` and none).
+    """
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return model, flags
-    for line in text.splitlines():
+        return platform.processor() or "unknown", ()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():  # the first CPU's entries are enough
         key, _, value = line.partition(":")
-        if key.strip() == "model name" and model in ("unknown", "", platform.machine()):
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            wanted = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
-            have = set(value.split())
-            flags = tuple(f for f in wanted if f in have)
-    return model, flags
+        fields.setdefault(key.strip(), value.strip())
+    have = set(fields.get("flags", "").split())
+    model = fields.get("model name") or platform.processor() or "unknown"
+    return model, tuple(f for f in _SIMD if f in have)
 
 
 def reference_conv_ms(repeats: int = 7) -> float:
@@ -57,8 +60,7 @@ def reference_conv_ms(repeats: int = 7) -> float:
                 conv(x)
                 if i >= 2:
                     times.append((time.perf_counter() - t0) * 1e3)
-        times.sort()
-        return float(times[len(times) // 2])
+        return float(statistics.median(times))
     finally:
         torch.set_num_threads(prev)
 

@@ -413,6 +413,34 @@ def _refuse_bad_values(boxes: EvalBoxSet, name: str) -> None:
         )
 
 
+def boxes_from_columns(
+    tokens: list[str], parts: list[dict[str, np.ndarray]], name: str
+) -> EvalBoxSet:
+    """The boxes of ``parts`` (``_box_columns``' dicts, in order) as one ``EvalBoxSet`` over
+    ``tokens``, refusing non-finite values and non-positive sizes (``_refuse_bad_values``,
+    naming ``name``).
+    """
+
+    def cat(key: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        arrays = [p[key] for p in parts if len(p["sample_index"])]
+        return np.concatenate(arrays) if arrays else np.zeros(shape, dtype)
+
+    boxes = EvalBoxSet(
+        tokens,
+        cat("sample_index", (0,), np.int64),
+        cat("translation", (0, 3), np.float64),
+        cat("size", (0, 3), np.float64),
+        cat("rotation", (0, 4), np.float64),
+        cat("velocity", (0, 2), np.float64),
+        cat("label", (0,), np.int64),
+        cat("score", (0,), np.float64),
+        cat("attribute", (0,), np.int64),
+        cat("num_pts", (0,), np.int64),
+    )
+    _refuse_bad_values(boxes, name)
+    return boxes
+
+
 def load_results(
     source: str | Path | dict, max_boxes_per_sample: int | None = None, progress: bool = False
 ) -> tuple[EvalBoxSet, dict]:
@@ -481,23 +509,7 @@ def load_results(
     if len(set(tokens)) != len(tokens):
         raise ResultsFormatError(f"{name}: a sample token appears twice in 'results'")
 
-    def cat(key: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        arrays = [p[key] for p in parts if len(p["sample_index"])]
-        return np.concatenate(arrays) if arrays else np.zeros(shape, dtype)
-
-    boxes = EvalBoxSet(
-        tokens,
-        cat("sample_index", (0,), np.int64),
-        cat("translation", (0, 3), np.float64),
-        cat("size", (0, 3), np.float64),
-        cat("rotation", (0, 4), np.float64),
-        cat("velocity", (0, 2), np.float64),
-        cat("label", (0,), np.int64),
-        cat("score", (0,), np.float64),
-        cat("attribute", (0,), np.int64),
-        cat("num_pts", (0,), np.int64),
-    )
-    _refuse_bad_values(boxes, name)
+    boxes = boxes_from_columns(tokens, parts, name)
     if max_boxes_per_sample is not None and len(boxes):
         per_sample = boxes.boxes_per_sample()
         worst = int(per_sample.argmax())

@@ -100,12 +100,10 @@ def results_boxes(
     non-finite values. The benchmark scores hundreds of cells: building and parsing a
     record dict per box was over half of a cell's scoring time.
     """
-    from eval.detection.loading import ATTRIBUTE_TO_ID, _refuse_bad_values
+    from eval.detection.loading import ATTRIBUTE_TO_ID, boxes_from_columns
 
     tokens = list(dets_by_sample)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "sample_index", "translation", "size", "rotation", "velocity", "label", "score",
-        "attribute")}
+    parts = []
     for i, token in enumerate(tokens):
         if token not in global_SE3_ego_by_sample:
             raise KeyError(f"results_boxes: no ego pose for sample {token}")
@@ -113,31 +111,18 @@ def results_boxes(
         if not len(boxes):
             continue
         center, wlh, q, vel = _global_columns(boxes, global_SE3_ego_by_sample[token])
-        parts["sample_index"].append(np.full(len(boxes), i, np.int64))
-        parts["translation"].append(np.asarray(center, np.float64))
-        parts["size"].append(np.asarray(wlh, np.float64))
-        parts["rotation"].append(np.asarray(q, np.float64))
-        parts["velocity"].append(np.asarray(vel, np.float64))
-        parts["label"].append(np.asarray(boxes.labels, np.int64))
-        parts["score"].append(np.asarray(boxes.scores, np.float64))
-        parts["attribute"].append(
-            np.array([ATTRIBUTE_TO_ID[a] for a in boxes.attributes], np.int64))
-    widths = {"translation": 3, "size": 3, "rotation": 4, "velocity": 2}
-
-    def cat(key: str, dtype: type) -> np.ndarray:
-        if parts[key]:
-            return np.concatenate(parts[key])
-        return np.zeros((0, widths[key]) if key in widths else (0,), dtype)
-
-    n = sum(len(x) for x in parts["label"])
-    out = EvalBoxSet(
-        tokens, cat("sample_index", np.int64), cat("translation", np.float64),
-        cat("size", np.float64), cat("rotation", np.float64), cat("velocity", np.float64),
-        cat("label", np.int64), cat("score", np.float64), cat("attribute", np.int64),
-        np.full(n, -1, np.int64),
-    )
-    _refuse_bad_values(out, "results")
-    return out
+        parts.append({
+            "sample_index": np.full(len(boxes), i, np.int64),
+            "translation": np.asarray(center, np.float64),
+            "size": np.asarray(wlh, np.float64),
+            "rotation": np.asarray(q, np.float64),
+            "velocity": np.asarray(vel, np.float64),
+            "label": np.asarray(boxes.labels, np.int64),
+            "score": np.asarray(boxes.scores, np.float64),
+            "attribute": np.array([ATTRIBUTE_TO_ID[a] for a in boxes.attributes], np.int64),
+            "num_pts": np.full(len(boxes), -1, np.int64),
+        })
+    return boxes_from_columns(tokens, parts, "results")
 
 
 def write_results(
