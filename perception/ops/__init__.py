@@ -11,4 +11,6 @@ Modules (import the one you need; nothing here is imported eagerly, so that impo
 * ``painting``: ``paint_points`` (project points into cameras, gather features)
 * ``ultrasonic_raster``: ``ultrasonic_raster`` (cones + echoes to BEV evidence)
 * ``nms``: ``circle_nms`` (BEV centre NMS)
+* ``crop``: ``crop_points`` (points inside the grid's box)
+* ``window_resample``: ``resample_windows`` (image windows to fixed-size crops, all at once)
 """

@@ -5,9 +5,10 @@ the camera whose image contains its projected centre (in front of the camera) cl
 image centre, so that it is least truncated. The window is a square around the bounding
 rectangle of its projected corners, ``(1 + margin)`` times the rectangle's larger side (a far
 pedestrian gives a small window, a near bus a large one: the crop is scaled by distance), at
-least ``min_window_px``. The whole pixels it touches are resampled to ``crop_px`` x
-``crop_px`` (area averaging for a large window, so that it is not aliased; bilinear for a far
-box's small one). Pixels outside the image are zero. Boxes no camera sees get no crop.
+least ``min_window_px``. The window is resampled to ``crop_px`` x ``crop_px``
+(``perception.ops.window_resample``: area averaging for a large window, so that it is not
+aliased; bilinear for a far box's small one). Pixels outside the image are zero. Boxes no
+camera sees get no crop.
 
 Pixel convention: pixel (u, v) integer coordinates are pixel centres, as in ``K @ p_cam``
 (``calibration.camera``).
@@ -15,14 +16,13 @@ Pixel convention: pixel (u, v) integer coordinates are pixel centres, as in ``K 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from calibration.sample import Boxes3D, SyncedSample
 from perception.config import RefineConfig
+from perception.ops.window_resample import resample_windows
 
 # Geometry features fed beside the crop (``box_geometry``).
 GEOMETRY_FEATURES = 7
@@ -74,14 +74,18 @@ def choose_windows(
         return camera, window
     views = [sample.cameras[i] for i in slots]
     # All cameras at once: (C, N, 9, 3) camera-frame corners and centre.
-    cam_SE3_ego = np.linalg.inv(np.stack([v.ref_SE3_cam.as_matrix() for v in views]))  # noqa: N806
+    # The rigid inverse in closed form (np.linalg.inv went through LAPACK: ~7 ms a frame when
+    # another process kept the cores busy) and plain matmuls (einsum took its slow path).
+    cam_SE3_ego = [v.ref_SE3_cam.inverse() for v in views]  # noqa: N806
+    rot = np.stack([t.rotation for t in cam_SE3_ego])  # (C, 3, 3)
+    trans = np.stack([t.translation for t in cam_SE3_ego])  # (C, 3)
     k = np.stack([np.asarray(v.image.intrinsics, np.float64) for v in views])
     hw = np.array([v.image.image.shape[:2] for v in views], np.float64)  # (C, 2) h, w
-    pts = np.concatenate([boxes.corners(), boxes.center_m[:, None, :]], axis=1)
-    cam = np.einsum("cij,npj->cnpi", cam_SE3_ego[:, :3, :3], pts) + cam_SE3_ego[:, None, None,
-                                                                             :3, 3]
+    pts = np.concatenate([boxes.corners(), boxes.center_m[:, None, :]], axis=1)  # (N, 9, 3)
+    cam = (pts.reshape(1, -1, 3) @ rot.transpose(0, 2, 1) + trans[:, None, :]).reshape(
+        len(views), n, 9, 3)
     depth = cam[..., 2]
-    pix = np.einsum("cij,cnpj->cnpi", k, cam)
+    pix = (cam.reshape(len(views), -1, 3) @ k.transpose(0, 2, 1)).reshape(cam.shape)
     uv = pix[..., :2] / np.where(np.abs(depth) < 1e-9, 1e-9, depth)[..., None]
     cuv, cdepth = uv[:, :, 8], depth[:, :, 8]  # (C, N, 2), (C, N)
     h, w = hw[:, None, 0], hw[:, None, 1]
@@ -132,30 +136,12 @@ def extract_crops(boxes: Boxes3D, sample: SyncedSample, cfg: RefineConfig) -> Cr
     seen = np.flatnonzero(camera >= 0)
     s = cfg.crop_px
     crops = np.zeros((len(seen), s, s, 3), np.uint8)
-    images = [None if v is None else v.image.image for v in sample.cameras]
-    for j, (slot, (u0, v0, side)) in enumerate(zip(camera[seen].tolist(),
-                                                   window[seen].tolist())):
-        img = images[slot]
-        h, w = img.shape[:2]
-        # The whole pixels the window touches, every k-th one for a window over twice the
-        # crop (area averaging then still spans >= 2 samples per crop pixel, and its cost no
-        # longer grows with a near box's size); the part outside the image stays zero.
-        k = max(1, int(side // (2 * s)))
-        x0, x1 = math.floor(u0 + 0.5), math.ceil(u0 + side + 0.5)
-        y0, y1 = math.floor(v0 + 0.5), math.ceil(v0 + side + 0.5)
-        if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
-            # A plain window is an OpenCV ROI as it is; a strided one is copied.
-            patch = img[y0:y1, x0:x1] if k == 1 else np.ascontiguousarray(img[y0:y1:k, x0:x1:k])
-        else:
-            xs, ys = np.arange(x0, x1, k), np.arange(y0, y1, k)
-            patch = img[np.clip(ys, 0, h - 1)[:, None], np.clip(xs, 0, w - 1)[None, :]]
-            patch[(ys < 0) | (ys >= h)] = 0
-            patch[:, (xs < 0) | (xs >= w)] = 0
-        # Area averaging when shrinking (no aliasing), bilinear when a far box's window is
-        # smaller than the crop.
-        interp = cv2.INTER_AREA if patch.shape[1] > s else cv2.INTER_LINEAR
-        crops[j] = cv2.resize(patch, (s, s), interpolation=interp)
+    cams = camera[seen]
     win = window[seen]
+    # One compiled pass per camera over all of its windows (perception.ops.window_resample).
+    for slot in np.unique(cams).tolist():
+        rows = np.flatnonzero(cams == slot)
+        resample_windows(sample.cameras[slot].image.image, win[rows], s, out=crops, rows=rows)
     sub = boxes.subset(seen)
     return CropSet(crops, seen.astype(np.int64), camera[seen], win,
                    box_geometry(sub, win[:, 2], s) if len(seen) else

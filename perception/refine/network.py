@@ -36,8 +36,11 @@ _EPS = 1e-4
 
 
 def crops_to_tensor(crops: np.ndarray) -> torch.Tensor:
-    """(M, S, S, 3) uint8 RGB -> (M, 3, S, S) float32 normalised network input."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous().float()
+    """(M, S, S, 3) uint8 RGB -> (M, 3, S, S) float32 normalised network input, in
+    ``torch.channels_last`` memory order: the crops' own HWC layout, which oneDNN's CPU
+    convolutions take ~2.4x faster than NCHW (100 crops: 2.2 against 5.5 ms at 1 thread).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return x.sub_(_MEAN.view(1, 3, 1, 1)).mul_(_INV_STD.view(1, 3, 1, 1))
 
 
@@ -155,11 +158,13 @@ class Refiner(nn.Module):
             return dets
         idx = top[crops.box_index]
         was_training = self.training
-        self.eval()
+        if was_training:  # Module.train() walks every submodule: ~1 ms, only when needed
+            self.eval()
         logits, _ = self(crops_to_tensor(crops.crops), torch.from_numpy(crops.geometry),
                          torch.from_numpy(np.asarray(lidar_prob[idx], np.float32)),
                          self.log_scale(crops))
-        self.train(was_training)
+        if was_training:
+            self.train()
         prob = torch.sigmoid(logits).numpy().astype(np.float64)
         prob[:, ~mask] = -1.0  # decided among the refinable classes only
         labels = dets.labels.copy()
@@ -180,12 +185,11 @@ class Refiner(nn.Module):
                                     self.cfg)
         speed = np.hypot(vel[:, 0], vel[:, 1])
         det = self.cfg.detection
-        attrs = tuple(
-            a if labels[i] == dets.labels[i] else
-            attribute_for(DETECTION_CLASSES[labels[i]], float(speed[i]), det.moving_speed_mps)
-            for i, a in enumerate(dets.attributes)
-        )
-        out = Boxes3D(center, wlh, yaw, vel, labels, scores, attrs, dets.num_lidar_pts,
+        attrs = list(dets.attributes)
+        for i in np.flatnonzero(labels != dets.labels).tolist():
+            attrs[i] = attribute_for(DETECTION_CLASSES[labels[i]], float(speed[i]),
+                                     det.moving_speed_mps)
+        out = Boxes3D(center, wlh, yaw, vel, labels, scores, tuple(attrs), dets.num_lidar_pts,
                       dets.instance_tokens)
         order = keep[np.argsort(-scores[keep], kind="stable")]
         return out.subset(order)
@@ -193,9 +197,10 @@ class Refiner(nn.Module):
 
 def class_group_index(labels: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """(N,) index of each label's class group in ``cfg.detection.class_groups``."""
-    group_of = {DETECTION_CLASSES.index(c): gi
-                for gi, g in enumerate(cfg.detection.class_groups) for c in g}
-    return np.array([group_of[int(lab)] for lab in labels], np.int64)
+    group_of = np.zeros(NUM_CLASSES, np.int64)
+    for gi, g in enumerate(cfg.detection.class_groups):
+        group_of[[DETECTION_CLASSES.index(c) for c in g]] = gi
+    return group_of[np.asarray(labels, np.int64)]
 
 
 def _suppress_relabelled(
@@ -212,10 +217,16 @@ def _suppress_relabelled(
     drop = np.zeros(len(labels), bool)
     rank = np.empty(len(labels), np.int64)
     rank[np.argsort(-scores, kind="stable")] = np.arange(len(labels))
+    cand = np.flatnonzero(changed & (radius > 0))
+    cand = cand[np.argsort(rank[cand])]
+    # (changed, all): a higher-scoring box of the same group within the radius; all pairs
+    # at once, then the order-dependent part on those few neighbours only.
+    near = ((rank[None, :] < rank[cand, None]) & (group[None, :] == group[cand, None])
+            & (np.hypot(xy_m[None, :, 0] - xy_m[cand, None, 0],
+                        xy_m[None, :, 1] - xy_m[cand, None, 1]) <= radius[cand, None]))
     # Highest first, so that a dropped box suppresses nothing below it.
-    for i in sorted(np.flatnonzero(changed & (radius > 0)), key=lambda j: rank[j]):
-        higher = (rank < rank[i]) & (group == group[i]) & ~drop
-        if (np.hypot(*(xy_m[higher] - xy_m[i]).T) <= radius[i]).any():
+    for row, i in enumerate(cand.tolist()):
+        if (~drop[near[row]]).any():
             drop[i] = True
     return np.flatnonzero(~drop)
 

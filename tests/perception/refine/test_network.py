@@ -16,6 +16,7 @@ from perception.refine.network import (
     Refiner,
     ScoreCombiner,
     _suppress_relabelled,
+    class_group_index,
     proposal_class_probs,
 )
 from sensors.synthetic_sample import make_sample
@@ -178,3 +179,48 @@ def test_relabelled_duplicates_are_dropped_never_unseen_boxes():
     refined = np.array([True, True, False, False])
     keep = _suppress_relabelled(xy, labels, scores, refined, first, CFG)
     assert keep.tolist() == [0, 2, 3]  # 3 repeats 2, but neither changed: NMS already ran
+
+
+def _suppress_one_by_one(xy, labels, scores, refined, first, cfg):
+    """The definition: changed boxes in score order, each against the kept higher ones."""
+    group = class_group_index(labels, cfg)
+    radius = np.asarray(cfg.detection.nms_radius_m, np.float64)[group]
+    drop = np.zeros(len(labels), bool)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(len(labels), np.int64)
+    rank[order] = np.arange(len(labels))
+    for i in order:
+        if not (refined[i] and labels[i] != first[i] and radius[i] > 0):
+            continue
+        higher = (rank < rank[i]) & (group == group[i]) & ~drop
+        if (np.hypot(*(xy[higher] - xy[i]).T) <= radius[i]).any():
+            drop[i] = True
+    return np.flatnonzero(~drop)
+
+
+def test_a_dropped_relabelled_box_suppresses_nothing_below_it():
+    ped, cone = DETECTION_CLASSES.index("pedestrian"), DETECTION_CLASSES.index("traffic_cone")
+    r = float(np.asarray(CFG.detection.nms_radius_m)[class_group_index(np.array([ped]), CFG)][0])
+    # A chain 0 - 1 - 2, each link just inside the radius, 0 and 2 apart by more than it.
+    xy = np.array([[10.0, 0.0], [10.0 + 0.9 * r, 0.0], [10.0 + 1.8 * r, 0.0]])
+    first = np.array([ped, cone, cone])
+    labels = np.array([ped, ped, ped])
+    keep = _suppress_relabelled(xy, labels, np.array([0.9, 0.8, 0.7]), np.ones(3, bool),
+                                first, CFG)
+    # 1 is dropped by 0; 2 then has no kept neighbour within the radius.
+    assert keep.tolist() == [0, 2]
+
+
+def test_suppression_equals_the_one_by_one_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        xy = rng.uniform(0, 6, (n, 2))
+        first = rng.integers(0, len(DETECTION_CLASSES), n)
+        labels = np.where(rng.random(n) < 0.5, rng.integers(0, len(DETECTION_CLASSES), n),
+                          first)
+        scores = np.round(rng.random(n), 1)  # ties: the stable order decides
+        refined = rng.random(n) < 0.7
+        np.testing.assert_array_equal(
+            _suppress_relabelled(xy, labels, scores, refined, first, CFG),
+            _suppress_one_by_one(xy, labels, scores, refined, first, CFG))
