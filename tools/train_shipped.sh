@@ -24,8 +24,8 @@
 #    experts (perception.experts), run per sample when the presence mask says its LiDAR or
 #    its cameras are missing; with both present the fused path runs unchanged. A missing
 #    ultrasonic is read as an empty near-field raster (FusionConfig.missing_as_empty).
-# 5) lidar_camera_refine: the crop network trains on the final lidar_only's proposals on two
-#    synthetic worlds (DATA and EXTRA, generated here with seed 3 when missing); ~5 min.
+# 5) lidar_camera_refine: the crop network trains on the final lidar_only's proposals on four
+#    synthetic worlds (DATA and EXTRA, generated here when missing); ~15 min.
 set -euo pipefail
 DATA=${DATA:-data/sim-trainval}
 VER=${VER:-v1.0-trainval}
@@ -73,11 +73,17 @@ $PY tools/train.py --variant serial "${common[@]}" --init-from "$STAGE1/camera_o
 $PY tools/compose_fallback.py "$OUT"/{mean,weighted,concat_conv,gated,late,serial} \
     --experts "$OUT/camera_only" "$OUT/lidar_only" --missing-as-empty ultrasonic
 # Stage 5: lidar_camera_refine's crop network on the final lidar_only's proposals (frozen), on
-# the train split of DATA and of a second synthetic world from another seed (EXTRA; not the
-# seed-7 test set): one world alone teaches the look of its own objects (docs/experiments.md).
-EXTRA=${EXTRA:-data/sim-train2}
-if [[ ! -f "$EXTRA/$VER/sample.json" ]]; then
-    $PY tools/make_dataset.py --out "$EXTRA" --version "$VER" --scenes 25 --seed 3
-fi
-$PY tools/train_refine.py --dataroot "$DATA" --also "$EXTRA" --version "$VER" \
+# the train split of DATA and of more synthetic worlds from other seeds (EXTRA, "dataroot:seed"
+# pairs generated here when missing; never the seed-7 test set): one world alone teaches the
+# look of its own objects, each further world lifted test mAP (docs/experiments.md).
+EXTRA=${EXTRA:-data/sim-train2:3 data/sim-train3:5 data/sim-train4:11}
+also=()
+for pair in $EXTRA; do
+    root=${pair%%:*}
+    if [[ ! -f "$root/$VER/sample.json" ]]; then
+        $PY tools/make_dataset.py --out "$root" --version "$VER" --scenes 25 --seed "${pair##*:}"
+    fi
+    also+=("$root")
+done
+$PY tools/train_refine.py --dataroot "$DATA" --also "${also[@]}" --version "$VER" \
     --first-stage "$OUT/lidar_only" --seed 0 --out "$OUT/lidar_camera_refine"

@@ -45,6 +45,10 @@ from sensors.types import DETECTION_CLASSES
 # A proposal within this BEV distance of a ground-truth centre is that object (the middle of
 # the devkit's 0.5-4 m matching thresholds).
 MATCH_RADIUS_M = 2.0
+# Bumped whenever the crop pixels change for the same settings (2: the window resampling of
+# perception.ops.window_resample replaced per-crop cv2.resize), so that a proposal cache made
+# by older code is not reused.
+CROP_FORMAT = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -327,7 +331,8 @@ def _proposals_cached(pipe: Pipeline, ds: NuScenesDataset, split: str, cache_dir
                       digest: str, max_samples: int | None, progress: bool) -> ProposalSet:
     tokens = ds.split_sample_tokens(split)[:max_samples]
     rc = pipe.cfg.refine  # the settings that shape the crops (not the network's)
-    shape = (rc.source_hw, rc.crop_px, rc.margin, rc.min_window_px, rc.max_proposals)
+    shape = (rc.source_hw, rc.crop_px, rc.margin, rc.min_window_px, rc.max_proposals,
+             CROP_FORMAT)
     key = hashlib.sha1(repr((digest, shape, str(ds.dataroot.resolve()), ds.version,
                              split, len(tokens), ds.image_reduction)).encode()).hexdigest()[:16]
     path = cache_dir / f"{split}-{key}.npz"

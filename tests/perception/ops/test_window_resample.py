@@ -16,9 +16,8 @@ def _image(seed: int = 0, hw: tuple[int, int] = (45, 80), channels: int = 3) -> 
     return np.random.default_rng(seed).integers(0, 256, (*hw, channels), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("channels", [3, 4])  # RGB has its own code path
-def test_kernel_equals_the_reference_bit_for_bit(channels):
-    img = _image(channels=channels)
+def test_kernel_equals_the_reference_bit_for_bit():
+    img = _image()
     rng = np.random.default_rng(1)
     # Enlarged (side < 16), shrunk up to and past the sample cap, partly and wholly outside.
     side = np.concatenate([rng.uniform(3, 16, 40), rng.uniform(16, 64, 40),
@@ -85,6 +84,8 @@ def test_bad_input_is_refused():
     img = _image()
     with pytest.raises(ValueError, match="uint8"):
         resample_windows(img.astype(np.float32), np.array([[0.0, 0.0, 8.0]]), 8)
+    with pytest.raises(ValueError, match="3"):
+        resample_windows(_image(channels=4), np.array([[0.0, 0.0, 8.0]]), 8)
     with pytest.raises(ValueError, match="side > 0"):
         resample_windows(img, np.array([[0.0, 0.0, 0.0]]), 8)
     with pytest.raises(ValueError, match="rows"):
