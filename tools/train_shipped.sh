@@ -24,8 +24,8 @@
 #    experts (perception.experts), run per sample when the presence mask says its LiDAR or
 #    its cameras are missing; with both present the fused path runs unchanged. A missing
 #    ultrasonic is read as an empty near-field raster (FusionConfig.missing_as_empty).
-# 5) lidar_camera_refine: the crop network trains on the final lidar_only's proposals on four
-#    synthetic worlds (DATA and EXTRA, generated here when missing); ~15 min.
+# 5) lidar_camera_refine: the crop network trains on the final lidar_only's proposals on
+#    synthetic worlds: six (DATA and EXTRA, generated here when missing); ~25 min.
 set -euo pipefail
 DATA=${DATA:-data/sim-trainval}
 VER=${VER:-v1.0-trainval}
@@ -76,7 +76,7 @@ $PY tools/compose_fallback.py "$OUT"/{mean,weighted,concat_conv,gated,late,seria
 # the train split of DATA and of more synthetic worlds from other seeds (EXTRA, "dataroot:seed"
 # pairs generated here when missing; never the seed-7 test set): one world alone teaches the
 # look of its own objects, each further world lifted test mAP (docs/experiments.md).
-EXTRA=${EXTRA:-data/sim-train2:3 data/sim-train3:5 data/sim-train4:11}
+EXTRA=${EXTRA:-data/sim-train2:3 data/sim-train3:5 data/sim-train4:11 data/sim-train5:13 data/sim-train6:17}
 also=()
 for pair in $EXTRA; do
     root=${pair%%:*}
