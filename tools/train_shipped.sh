@@ -24,8 +24,8 @@
 #    experts (perception.experts), run per sample when the presence mask says its LiDAR or
 #    its cameras are missing; with both present the fused path runs unchanged. A missing
 #    ultrasonic is read as an empty near-field raster (FusionConfig.missing_as_empty).
-# 5) lidar_camera_refine: the crop network trains on the final lidar_only's proposals on
-#    synthetic worlds: six (DATA and EXTRA, generated here when missing); ~25 min.
+# 5) lidar_camera_refine: the crop network trains on the final lidar_only's proposals on six
+#    synthetic worlds (DATA and EXTRA, generated here when missing); ~25 min.
 set -euo pipefail
 DATA=${DATA:-data/sim-trainval}
 VER=${VER:-v1.0-trainval}

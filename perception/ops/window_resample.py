@@ -156,9 +156,8 @@ def resample_windows_reference(
     padded = np.pad(image.astype(np.float64), ((1, 1), (1, 1), (0, 0)))  # zeros outside
 
     def read(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        inside = (y >= 0) & (y < h) & (x >= 0) & (x < wd)
-        return np.where(inside[..., None], padded[np.clip(y, -1, h) + 1, np.clip(x, -1, wd) + 1],
-                        0.0)
+        # Every outside coordinate is clipped onto the zero border.
+        return padded[np.clip(y, -1, h) + 1, np.clip(x, -1, wd) + 1]
 
     out = np.zeros((len(w), s, s, ch), np.uint8)
     cell = np.arange(s, dtype=np.float64)

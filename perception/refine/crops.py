@@ -143,6 +143,6 @@ def extract_crops(boxes: Boxes3D, sample: SyncedSample, cfg: RefineConfig) -> Cr
         rows = np.flatnonzero(cams == slot)
         resample_windows(sample.cameras[slot].image.image, win[rows], s, out=crops, rows=rows)
     sub = boxes.subset(seen)
-    return CropSet(crops, seen.astype(np.int64), camera[seen], win,
+    return CropSet(crops, seen.astype(np.int64), cams, win,
                    box_geometry(sub, win[:, 2], s) if len(seen) else
                    np.zeros((0, GEOMETRY_FEATURES), np.float32))
