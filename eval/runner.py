@@ -178,15 +178,18 @@ class ModelRun:
         """The columns ``write_results()`` would hold, built without its records (scoring)."""
         return results_boxes(self.detections, self.poses)
 
-    def median_latency_ms(self) -> float:
-        """Median end-to-end ``Pipeline.run`` time over the successful samples."""
-        totals = [t["total"] for t in self.timings_ms if "total" in t]
+    def median_latency_ms(self, first: int | None = None) -> float:
+        """Median end-to-end ``Pipeline.run`` time over the successful samples (the ``first``
+        ones when given: those run without maps shared by other pipelines).
+        """
+        totals = [t["total"] for t in self.timings_ms[:first] if "total" in t]
         return float(np.median(totals)) if totals else float("nan")
 
-    def stage_latency_ms(self) -> dict[str, float]:
-        """Median time of each stage over the successful samples."""
-        stages = {k for t in self.timings_ms for k in t}
-        return {k: float(np.median([t[k] for t in self.timings_ms if k in t])) for k in stages}
+    def stage_latency_ms(self, first: int | None = None) -> dict[str, float]:
+        """Median time of each stage over the successful samples (the ``first`` ones)."""
+        timings = self.timings_ms[:first]
+        stages = {k for t in timings for k in t}
+        return {k: float(np.median([t[k] for t in timings if k in t])) for k in stages}
 
     def report(self, nusc) -> dict:  # noqa: ANN001 - a nuscenes.NuScenes
         """Planning (L2, collisions), control vs CAN bus and AEB metrics as a JSON-able dict.
@@ -329,15 +332,16 @@ def infer_sample(
     arrays: SampleArrays | None = None,
     reuse: Mapping[str, torch.Tensor] | None = None,
     batch_cache: dict | None = None,
+    shared_maps: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor] | None:
     """Run ``pipe`` on one sample and record it in ``run`` (a failure is recorded, not raised).
 
-    ``arrays``, ``reuse`` and ``batch_cache`` are ``Pipeline.run_with_maps``'s (shared
-    preprocessing, reused branch maps, shared collated batches). Returns the branch maps,
-    or None when the sample failed.
+    ``arrays``, ``reuse``, ``batch_cache`` and ``shared_maps`` are ``Pipeline.run_with_maps``'s
+    (shared preprocessing, reused branch maps, shared collated batches, maps other pipelines
+    computed with the same branch). Returns the branch maps, or None when the sample failed.
     """
     try:
-        result, maps = pipe.run_with_maps(sample, arrays, reuse, batch_cache)
+        result, maps = pipe.run_with_maps(sample, arrays, reuse, batch_cache, shared_maps)
     except Exception as exc:  # a bad frame is recorded, the run goes on
         run.fail(sample.token, exc)
         return None

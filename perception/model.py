@@ -108,6 +108,21 @@ class FusionModel(nn.Module):
             out |= {branch_name(e.variant, m): x for m, x in inputs.items() if m not in e.shared}
         return out
 
+    def branch_modules(self, name: str) -> tuple[nn.Module, ...] | None:
+        """The modules that compute branch map ``name`` (``branch_names``) from the batch, or
+        None when the map also reads another branch (``serial``'s LiDAR map carries the painted
+        camera features): two models whose modules hold equal tensors, handed batches shaped by
+        equal input configs, compute the same map (``Pipeline.branch_keys``).
+        """
+        if "." in name:  # an expert's own branch, computed from the host's batch
+            variant, m = name.split(".")
+            return self.experts[variant].branch_modules(m)
+        module = {Modality.CAMERA: self.camera, Modality.LIDAR: self.lidar,
+                  Modality.ULTRASONIC: self.ultrasonic}.get(name)
+        if module is None or (self.serial and name in (Modality.LIDAR, Modality.CAMERA)):
+            return None
+        return (module,)
+
     def branch_maps(
         self, batch: Batch, which: tuple[str, ...], watch: Stopwatch | None = None
     ) -> dict[str, torch.Tensor]:

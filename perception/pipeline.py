@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ class Pipeline:
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.control_cfg = control or ControlConfig()
+        self._branch_keys: dict[str, str | None] | None = None
 
     @classmethod
     def from_checkpoint(
@@ -67,6 +69,39 @@ class Pipeline:
         """Detections, plan and control for one sample; any modality may be missing."""
         return self.run_with_maps(sample)[0]
 
+    def branch_keys(self) -> dict[str, str | None]:
+        """A key per branch map (``FusionModel.branch_names``), equal for two pipelines'
+        branches exactly when they compute the same map from the same sample: a digest of the
+        tensors of the modules computing it (after BatchNorm folding), the input configs that
+        shape its batch, and the device. None for a map that is never shared (``serial``'s
+        LiDAR map). Computed once: a pipeline whose weights change afterwards must not share.
+
+        The shipped parallel fusers and ``late`` carry ``camera_only``'s camera branch tensor
+        for tensor, and ``lidar_camera_refine`` ``lidar_only``'s LiDAR branch: the benchmark
+        computes each such map once per sample (``run_with_maps``' ``shared_maps``).
+        """
+        if self._branch_keys is None:
+            c = self.cfg
+            inputs = repr((c.grid, c.camera, c.lidar, c.ultrasonic, str(self.device)))
+            keys: dict[str, str | None] = {}
+            for name in self.model.branch_names:
+                modules = self.model.branch_modules(name)
+                if modules is None:
+                    keys[name] = None
+                    continue
+                modality = name.rsplit(".", 1)[-1]
+                # A missing ultrasonic read as an empty raster changes the map it gives.
+                empty = "." not in name and modality in c.fusion.missing_as_empty
+                h = hashlib.sha256(repr((modality, empty, inputs)).encode())
+                for module in modules:
+                    for k, t in module.state_dict().items():
+                        flat = t.detach().cpu().contiguous().reshape(-1)
+                        h.update(repr((k, str(t.dtype), tuple(t.shape))).encode())
+                        h.update(flat.view(torch.uint8).numpy().tobytes())
+                keys[name] = h.hexdigest()
+            self._branch_keys = keys
+        return self._branch_keys
+
     @torch.inference_mode()
     def run_with_maps(
         self,
@@ -74,6 +109,7 @@ class Pipeline:
         arrays: SampleArrays | None = None,
         reuse: Mapping[str, torch.Tensor] | None = None,
         batch_cache: dict | None = None,
+        shared_maps: dict[str, torch.Tensor] | None = None,
     ) -> tuple[FrameResult, dict[str, torch.Tensor]]:
         """``run``, also returning the branch BEV maps, optionally reusing some of them.
 
@@ -90,6 +126,10 @@ class Pipeline:
             batch_cache: a dict shared by pipelines running the same ``arrays``: the
                 collated batch (voxelization, lift geometry) is built once per input config
                 and reused by every pipeline whose config shapes it the same way.
+            shared_maps: a dict shared by pipelines running the same ``sample`` (decoded alike):
+                branch maps by ``branch_keys``; a branch whose key is there is taken from it
+                (another pipeline computed the same map), and every map computed here is added.
+                The stage timings then lack the branches taken: not for latency measurement.
 
         Returns:
             The frame result and every fused branch's map (reused ones included).
@@ -97,7 +137,9 @@ class Pipeline:
         """
         watch = Stopwatch(cuda_sync=self.device.type == "cuda")
         t0 = time.perf_counter()
-        sample, out, batch, bevs = self._forward(sample, arrays, reuse, batch_cache, watch)
+        sample, out, batch, bevs = self._forward(
+            sample, arrays, reuse, batch_cache, watch, shared_maps
+        )
         with watch.stage("decode"):
             dets = decode_detections(
                 out.heatmap, out.reg, self.cfg, self.model.has_input(batch.presence)
@@ -133,11 +175,16 @@ class Pipeline:
         reuse: Mapping[str, torch.Tensor] | None,
         batch_cache: dict | None,
         watch: Stopwatch,
+        shared_maps: dict[str, torch.Tensor] | None = None,
     ) -> tuple[SyncedSample, HeadOutputs, Batch, dict[str, torch.Tensor]]:
         """Preprocessing, branches, fuser and heads (``run_with_maps``' arguments); returns the
         sample as the model reads it, the head outputs, the batch and the branch maps.
         """
         reuse = dict(reuse or {})
+        keys = self.branch_keys() if shared_maps is not None else {}
+        for m, k in keys.items():
+            if m not in reuse and k is not None and k in shared_maps:
+                reuse[m] = shared_maps[k]
         todo = tuple(m for m in self.model.branch_names if m not in reuse)
         needed = set().union(*(self.model.map_inputs()[m] for m in todo)) if todo else set()
         skip = tuple(m for m in MODALITY_ORDER if m not in needed)
@@ -161,7 +208,12 @@ class Pipeline:
             if batch_cache is not None and key is not None:
                 batch_cache[key] = batch
         bevs = dict(reuse)
-        bevs.update(self.model.branch_maps(batch, todo, watch))
+        computed = self.model.branch_maps(batch, todo, watch)
+        bevs.update(computed)
+        if shared_maps is not None:
+            for m, x in computed.items():
+                if keys.get(m) is not None:
+                    shared_maps.setdefault(keys[m], x)
         out = self.model.fuse_and_heads(bevs, batch, watch)
         return sample, out, batch, bevs
 

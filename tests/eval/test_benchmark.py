@@ -209,3 +209,37 @@ def test_train_variants_with_one_recipe(setup, tmp_path):
     train_variants(("lidar_only",), tmp_path / "ck", spec.dataroot, spec.version, "mini_train",
                    steps=2, seed=3, cache_dir=str(tmp_path / "c"))
     assert (Path(ck[0][1]) / "model.pt").stat().st_mtime_ns == stamp  # same recipe: reused
+
+
+def test_branch_maps_shared_across_variants_equal_each_variant_alone(setup, tmp_path,
+                                                                      monkeypatch):
+    # As shipped: camera_only's camera branch inside concat_conv, lidar_only's LiDAR branch
+    # inside lidar_camera_refine. The benchmark computes each such map once per sample (in
+    # the clean pass after the latency samples: none here); every cell must equal the cell
+    # of the variant benchmarked alone, where nothing is shared.
+    import eval.benchmark as bench
+    from perception.checkpoint import save_checkpoint
+    from perception.model import build_model
+
+    root, spec, _ = setup
+    models = {}
+    for i, v in enumerate(("camera_only", "concat_conv", "lidar_only", "lidar_camera_refine")):
+        torch.manual_seed(10 + i)
+        models[v] = (build_model(micro_config(v)), micro_config(v))
+    models["concat_conv"][0].camera.load_state_dict(models["camera_only"][0].camera.state_dict())
+    models["lidar_camera_refine"][0].lidar.load_state_dict(
+        models["lidar_only"][0].lidar.state_dict())
+    ckpts = []
+    for v, (model, cfg) in models.items():
+        save_checkpoint(tmp_path / "ckpt" / v, model, cfg, {"test": True})
+        ckpts.append((v, str(tmp_path / "ckpt" / v)))
+    twin = replace(spec, checkpoints=tuple(ckpts), corruptions=("camera_gaussian", "lidar_density"),
+                   severities=(3,), verify_samples=2)
+    monkeypatch.setattr(bench, "LATENCY_SAMPLES", 0)
+    together = run_benchmark(twin, tmp_path / "together", progress=False, log=lambda s: None,
+                             facts="none")
+    for v, path in ckpts:
+        alone = run_benchmark(replace(twin, checkpoints=((v, path),)), tmp_path / v,
+                              progress=False, log=lambda s: None, facts="none")
+        for name, rec in alone.cells[v].items():
+            assert _metrics(together.cells[v][name]) == _metrics(rec), (v, name)

@@ -122,3 +122,55 @@ def test_peak_memory_of_a_child_process(tmp_path, pipes):
     mb = peak_memory_mb(str(tmp_path / "ck"), make_sample(seed=7, image_hw=(90, 160)))
     params_mb = sum(p.numel() for p in pipe.model.parameters()) * 4 / 2**20
     assert params_mb < mb < 2000
+
+
+@pytest.fixture(scope="module")
+def twins():
+    # camera_only, concat_conv and late with one camera branch, tensor for tensor (as shipped),
+    # lidar_only and lidar_ultrasonic with their own LiDAR branches.
+    torch.manual_seed(1)
+    out = {v: Pipeline.from_config(micro_config(v), device="cpu")
+           for v in ("camera_only", "concat_conv", "late", "lidar_only", "lidar_ultrasonic")}
+    for v in ("concat_conv", "late"):
+        out[v].model.camera.load_state_dict(out["camera_only"].model.camera.state_dict())
+    return out
+
+
+def test_branch_keys_are_equal_exactly_for_equal_tensors(twins, pipes):
+    keys = {v: p.branch_keys() for v, p in twins.items()}
+    assert keys["camera_only"]["camera"] == keys["concat_conv"]["camera"] == keys["late"]["camera"]
+    assert keys["lidar_only"]["lidar"] != keys["lidar_ultrasonic"]["lidar"]  # own weights
+    assert keys["concat_conv"]["lidar"] != keys["lidar_only"]["lidar"]
+    assert pipes["serial"].branch_keys()["lidar"] is None  # the painted map reads the cameras
+    # One changed number, or another input size, is another map.
+    changed = Pipeline.from_config(micro_config("camera_only"), device="cpu")
+    changed.model.camera.load_state_dict(twins["camera_only"].model.camera.state_dict())
+    assert changed.branch_keys()["camera"] == keys["camera_only"]["camera"]
+    changed._branch_keys = None
+    with torch.no_grad():
+        next(changed.model.camera.parameters()).view(-1)[0] += 1e-6
+    assert changed.branch_keys()["camera"] != keys["camera_only"]["camera"]
+    from dataclasses import replace
+
+    cfg = micro_config("camera_only")
+    other = Pipeline.from_config(replace(cfg, camera=replace(cfg.camera, image_hw=(56, 96))),
+                                 device="cpu")
+    other.model.camera.load_state_dict(twins["camera_only"].model.camera.state_dict())
+    assert other.branch_keys()["camera"] != keys["camera_only"]["camera"]
+
+
+@pytest.mark.parametrize("corruption", [None, "camera_gaussian", "lidar_density"])
+def test_maps_shared_across_pipelines_equal_each_pipelines_own(twins, corruption):
+    sample = make_sample(seed=8, image_hw=(90, 160))
+    if corruption is not None:
+        sample = corrupt(sample, corruption, 3)
+    shared: dict = {}
+    maps = {}
+    for v, pipe in twins.items():
+        result, maps[v] = pipe.run_with_maps(sample, shared_maps=shared)
+        assert _same(result, pipe.run(sample)), v
+    # The camera map was computed once and handed to the two fusers that carry the branch.
+    assert maps["concat_conv"]["camera"] is maps["camera_only"]["camera"]
+    assert maps["late"]["camera"] is maps["camera_only"]["camera"]
+    assert maps["lidar_ultrasonic"]["lidar"] is not maps["lidar_only"]["lidar"]
+    assert len(shared) == 1 + 4 + 3  # one camera map; four LiDAR and three ultrasonic maps
