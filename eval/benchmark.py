@@ -550,7 +550,17 @@ def run_benchmark(
                 corrupt_ms: dict[int, float] = {}
                 prep_ms: dict[tuple[int, str], float] = {}
                 batches: dict = {}  # collated inputs shared by variants (Pipeline.run_with_maps)
-                shared_by_r: dict[int, dict] = {}  # branch maps alike across variants, by decode
+                # Branch maps alike across variants (Pipeline.branch_keys), by decode: seeded
+                # with every variant's clean maps of branches the corruption leaves alone.
+                shared_by_r: dict[int, dict] = {}
+                for u in variants:
+                    cm = clean_maps[u].get(tok)
+                    if cm:
+                        own = shared_by_r.setdefault(reduction[u], {})
+                        keys, u_inputs = pipes[u].branch_keys(), pipes[u].model.map_inputs()
+                        for m, x in cm.items():
+                            if keys.get(m) is not None and not touched & u_inputs[m]:
+                                own.setdefault(keys[m], x)
                 for v in active:
                     r = reduction[v]
                     run = runs[v]
