@@ -484,7 +484,7 @@ def run_benchmark(
         for i_tok, tok in enumerate(tokens):
             if i_tok == LATENCY_SAMPLES:
                 n_timed = {v: len(clean_runs[v].timings_ms) for v in run_clean}
-            shared_by_r: dict[int, dict] = {}
+            clean_shared: dict[int, dict] = {}
             for v in run_clean:
                 if v in latency_only and i_tok >= LATENCY_SAMPLES:
                     continue
@@ -494,7 +494,7 @@ def run_benchmark(
                 if sample is None:
                     run.failures.append(SampleFailure(tok, "did not load"))
                     continue
-                shared = (shared_by_r.setdefault(reduction[v], {})
+                shared = (clean_shared.setdefault(reduction[v], {})
                           if i_tok >= LATENCY_SAMPLES else None)
                 maps = infer_sample(pipe, run, sample, shared_maps=shared)
                 if maps is not None and v in maps_needed:

@@ -181,10 +181,11 @@ class Pipeline:
         sample as the model reads it, the head outputs, the batch and the branch maps.
         """
         reuse = dict(reuse or {})
+        shared: dict[str, torch.Tensor] = shared_maps if shared_maps is not None else {}
         keys = self.branch_keys() if shared_maps is not None else {}
         for m, k in keys.items():
-            if m not in reuse and k is not None and k in shared_maps:
-                reuse[m] = shared_maps[k]
+            if m not in reuse and k is not None and k in shared:
+                reuse[m] = shared[k]
         todo = tuple(m for m in self.model.branch_names if m not in reuse)
         needed = set().union(*(self.model.map_inputs()[m] for m in todo)) if todo else set()
         skip = tuple(m for m in MODALITY_ORDER if m not in needed)
@@ -212,8 +213,9 @@ class Pipeline:
         bevs.update(computed)
         if shared_maps is not None:
             for m, x in computed.items():
-                if keys.get(m) is not None:
-                    shared_maps.setdefault(keys[m], x)
+                k = keys.get(m)
+                if k is not None:
+                    shared.setdefault(k, x)
         out = self.model.fuse_and_heads(bevs, batch, watch)
         return sample, out, batch, bevs
 
