@@ -62,6 +62,11 @@ import numpy as np
 
 from calibration.sample import CameraView, SyncedSample
 from calibration.se3 import SE3
+from sensors.lidar_rings import (
+    DEFAULT_LIDAR_ORIGIN_M,
+    NUM_RINGS,
+    ring_of_elevation,
+)
 from sensors.types import CAMERA_CHANNELS, LidarSweep, Modality, UltrasonicScan
 
 if TYPE_CHECKING:
@@ -71,13 +76,6 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 MID_SEVERITY = 3
 MODALITIES: tuple[Modality, ...] = tuple(Modality)
 
-# HDL-32E beam elevations (nuScenes LIDAR_TOP; the synthetic rig uses the same).
-NUM_RINGS = 32
-RING_ELEVATION_MIN_DEG = -30.67
-RING_ELEVATION_MAX_DEG = 10.67
-# Where LIDAR_TOP sits on the nuScenes (and synthetic) car, ego frame, metres: the sweep
-# origin used when no ``SampleContext`` says otherwise.
-DEFAULT_LIDAR_ORIGIN_M = (0.943, 0.0, 1.84)
 IMAGENET_C_WIDTH_PX = 224
 
 
@@ -399,11 +397,7 @@ def _polar(points: np.ndarray, ctx: SampleContext) -> _Polar:
 
 def lidar_rings(points: np.ndarray, context: SampleContext | None = None) -> np.ndarray:
     """(N,) int64 ring (0 = lowest beam) of each point: the beam nearest its elevation."""
-    elev = np.degrees(_polar(points, context or SampleContext()).elevation_rad)
-    step = (RING_ELEVATION_MAX_DEG - RING_ELEVATION_MIN_DEG) / (NUM_RINGS - 1)
-    return np.clip(np.rint((elev - RING_ELEVATION_MIN_DEG) / step), 0, NUM_RINGS - 1).astype(
-        np.int64
-    )
+    return ring_of_elevation(np.degrees(_polar(points, context or SampleContext()).elevation_rad))
 
 
 def _with_points(lidar: LidarSweep, points: np.ndarray) -> LidarSweep:

@@ -13,6 +13,7 @@ import numpy as np
 
 from perception.backbones.camera_inputs import NUM_CAMERAS
 from perception.config import MODALITY_ORDER
+from sensors.lidar_rings import rings_from_origin
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,3 +117,13 @@ class SampleArrays:
         presence = self.presence.copy()
         presence[0] = presence[0] and bool(mask.any())
         return replace(self, camera_mask=mask, images=images, presence=presence)
+
+    def without_rings(self, dropped: np.ndarray) -> SampleArrays:
+        """The same sample without the LiDAR points of the rings in ``dropped`` (beams lost).
+
+        Rings are read from each point's elevation seen from the roof LiDAR's mount
+        (``sensors.lidar_rings``). The LiDAR stays present even when no point is left: a
+        sensor that returns nothing is not a sensor that is missing.
+        """
+        keep = ~np.isin(rings_from_origin(self.points), np.asarray(dropped, np.int64))
+        return replace(self, points=np.ascontiguousarray(self.points[keep]))

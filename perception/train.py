@@ -38,6 +38,7 @@ from perception.model import FusionModel, build_model
 from perception.prepare import prepare_sample
 from perception.sample_arrays import SampleArrays
 from perception.threads import set_cpu_threads
+from sensors.lidar_rings import NUM_RINGS
 
 TRAIN_STATE_NAME = "train_state.pt"
 LOG_NAME = "train_log.jsonl"
@@ -70,6 +71,9 @@ class TrainOptions:
         init_from: checkpoint folders whose matching weights initialise the model.
         freeze: modality branches to freeze (``camera``, ``lidar``, ``ultrasonic``).
         modality_dropout: per-modality drop probability (None = the preset's).
+        partial_faults: (p_rings, p_one_camera): probability per sample of losing 4-20 of
+            the 32 LiDAR rings and of losing one camera (``CachedSamples``); each only where
+            the variant reads that sensor.
         anchor: modality the fuser starts biased towards (``perception.fusion.anchor``).
         fuser: replace the variant's fuser kind (capacity-matched ablations), or None.
         image_hw: camera network input (height, width) in pixels instead of the preset's, or
@@ -100,6 +104,7 @@ class TrainOptions:
     init_from: tuple[str, ...] = ()
     freeze: tuple[str, ...] = ()
     modality_dropout: tuple[float, float, float] | None = None
+    partial_faults: tuple[float, float] = (0.0, 0.0)
     anchor: str | None = None
     fuser: str | None = None
     image_hw: tuple[int, int] | None = None
@@ -202,16 +207,22 @@ def cache_branch_features(
     cache_dir: str,
     device: torch.device,
     progress: bool = True,
+    drop_one_camera: bool = False,
 ) -> list[Path]:
     """Run the frozen branches ``which`` once per sample and cache their BEV maps (float16).
 
     Training the fuser and heads on top of frozen, pretrained branches then costs no backbone
     compute. Keyed by the branch weights, so new weights never read stale features.
+
+    With ``drop_one_camera`` the maps are those of the sample with one camera removed (the
+    partial-fault schedule's one-camera fault); which camera is drawn from the sample token,
+    so a rerun reuses the cache, and is stored in the file as ``dropped_camera``.
     """
     digest = hashlib.sha1(
         "".join(_weights_digest(getattr(model, m)) for m in which).encode()
     ).hexdigest()[:12]
-    folder = Path(cache_dir) / f"bev_{'_'.join(which)}_{digest}"
+    suffix = "_one_camera_missing" if drop_one_camera else ""
+    folder = Path(cache_dir) / f"bev_{'_'.join(which)}_{digest}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
@@ -222,9 +233,15 @@ def cache_branch_features(
         target = folder / f.name
         if not target.is_file():
             a = SampleArrays.load(f)
+            extra = {}
+            if drop_one_camera:
+                k = int(hashlib.sha1(a.token.encode()).hexdigest(), 16) % NUM_CAMERAS
+                a = a.without_cameras(np.arange(NUM_CAMERAS) == k)
+                extra["dropped_camera"] = np.int64(k)
             bevs = model.branch_bevs(collate([a], cfg, skip=skip).to(device), which)
             tmp = folder / f"{f.stem}.{os.getpid()}.tmp.npz"  # see cache_split
-            np.savez(tmp, **{m: bevs[m][0].cpu().numpy().astype(np.float16) for m in which})
+            np.savez(tmp, **{m: bevs[m][0].cpu().numpy().astype(np.float16) for m in which},
+                     **extra)
             tmp.replace(target)
         out.append(target)
     model.train(was_training)
@@ -235,6 +252,14 @@ class CachedSamples(Dataset):
     """Cached ``SampleArrays`` with per-modality (and per-camera) dropout when training.
 
     With ``feature_files``, items also carry the cached BEV maps of frozen branches.
+
+    ``partial_faults`` = (p_rings, p_one_camera) is the schedule of faults that leave a sensor
+    present but degraded, drawn per sample and independently (so both occur together with
+    probability p_rings * p_one_camera): with p_rings, 4 to 20 of the 32 LiDAR rings (the
+    benchmark's beam-missing ladder) are removed; with p_one_camera, one camera is removed.
+    When the camera branch is frozen its maps come from the cache, so the one-camera fault
+    reads ``one_camera_files`` (maps cached with one camera per sample removed, the camera
+    named in the file) instead of removing a camera whose map no longer depends on it.
     """
 
     def __init__(
@@ -243,26 +268,46 @@ class CachedSamples(Dataset):
         modality_dropout: tuple[float, float, float] = (0.0, 0.0, 0.0),
         camera_dropout: float = 0.0,
         feature_files: list[Path] | None = None,
+        partial_faults: tuple[float, float] = (0.0, 0.0),
+        one_camera_files: list[Path] | None = None,
     ) -> None:
         self.files = list(files)
         self.modality_dropout = modality_dropout
         self.camera_dropout = camera_dropout
         self.feature_files = feature_files
+        self.partial_faults = partial_faults
+        self.one_camera_files = one_camera_files
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> SampleArrays | tuple[SampleArrays, dict[str, np.ndarray]]:
-        a = self._arrays(i)
-        if self.feature_files is None:
-            return a
-        with np.load(self.feature_files[i]) as z:
-            return a, {k: z[k] for k in z.files}
-
-    def _arrays(self, i: int) -> SampleArrays:
-        a = SampleArrays.load(self.files[i])
-        if any(self.modality_dropout) or self.camera_dropout:
+        rng = None
+        if any(self.modality_dropout) or self.camera_dropout or any(self.partial_faults):
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        a = self._arrays(i, rng)
+        feature_file = self.feature_files[i] if self.feature_files is not None else None
+        p_rings, p_camera = self.partial_faults
+        if rng is not None and p_rings and a.presence[MODALITY_ORDER.index("lidar")]:
+            if rng.random() < p_rings:
+                a = a.without_rings(rng.permutation(NUM_RINGS)[: rng.integers(4, 21)])
+        if rng is not None and p_camera and a.presence[MODALITY_ORDER.index("camera")]:
+            if rng.random() < p_camera:
+                if self.one_camera_files is not None:
+                    feature_file = self.one_camera_files[i]
+                    with np.load(feature_file) as z:
+                        k = int(z["dropped_camera"])
+                else:
+                    k = int(rng.integers(NUM_CAMERAS))
+                a = a.without_cameras(np.arange(NUM_CAMERAS) == k)
+        if feature_file is None:
+            return a
+        with np.load(feature_file) as z:
+            return a, {k: z[k] for k in z.files if k != "dropped_camera"}
+
+    def _arrays(self, i: int, rng: np.random.Generator | None) -> SampleArrays:
+        a = SampleArrays.load(self.files[i])
+        if rng is not None and (any(self.modality_dropout) or self.camera_dropout):
             drop = [m for m, p in zip(MODALITY_ORDER, self.modality_dropout) if rng.random() < p]
             if len(drop) == len(MODALITY_ORDER):
                 drop = drop[:-1]  # keep at least one sensor: an empty frame teaches nothing
@@ -466,17 +511,30 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         m for m in ("camera", "lidar")
         if m in opts.freeze and cfg.uses(m) and cfg.fusion.kind != FusionKind.SERIAL
     )
-    feature_files = None
+    partial = (
+        opts.partial_faults[0] if cfg.uses("lidar") else 0.0,
+        opts.partial_faults[1] if cfg.uses("camera") else 0.0,
+    )
+    if partial[0] and "lidar" in cached:
+        raise ValueError("partial_faults: losing LiDAR rings needs a trained LiDAR branch, "
+                         "not a frozen one whose maps are cached")
+    feature_files = one_camera_files = None
     if cached:
         if distributed and rank != 0:
             dist.barrier()
         feature_files = cache_branch_features(
             model, cfg, files, cached, opts.cache_dir, device, progress=rank == 0
         )
+        if partial[1] and "camera" in cached:
+            one_camera_files = cache_branch_features(
+                model, cfg, files, cached, opts.cache_dir, device, progress=rank == 0,
+                drop_one_camera=True,
+            )
         if distributed and rank == 0:
             dist.barrier()
     data = CachedSamples(
-        files, dropout, tc.camera_dropout if cfg.uses("camera") else 0.0, feature_files
+        files, dropout, tc.camera_dropout if cfg.uses("camera") else 0.0, feature_files,
+        partial, one_camera_files,
     )
     collate_fn = (
         functools.partial(collate_cached, cfg=cfg, cached=cached)
@@ -560,6 +618,7 @@ def train(opts: TrainOptions, files: list[Path] | None = None) -> Path:
         "initialised_tensors": n_init,
         "freeze": list(opts.freeze),
         "anchor": opts.anchor if anchored else None,
+        "partial_faults": list(partial),
         "bev_feature_cache": list(cached),
         "device": str(device),
         "world_size": dist.get_world_size() if distributed else 1,

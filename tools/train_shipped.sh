@@ -18,7 +18,11 @@
 #    the LiDAR branch too (the round-2 recipe) cost every LiDAR variant ~0.07 mAP.
 #    Modality dropout here is camera/LiDAR/ultrasonic
 #    STAGE2_DROPOUT: LiDAR is dropped rarely, so that the heads mostly learn what the camera
-#    and ultrasonic add to it, yet still work without it.
+#    and ultrasonic add to it, yet still work without it. The fused variants also train
+#    under PARTIAL_FAULTS (perception.train.CachedSamples): per sample, with the first
+#    probability 4-20 of the 32 LiDAR rings are lost, with the second one camera is lost,
+#    independently; both sensors stay present, so the fuser learns to lean on the camera
+#    where the LiDAR thins out. The baselines train without them (their recipe as before).
 # 3) serial (painting changes the LiDAR input) fine-tunes everything from the same start.
 # 4) No training: every fused variant keeps camera_only and lidar_only inside it as fallback
 #    experts (perception.experts), run per sample when the presence mask says its LiDAR or
@@ -34,8 +38,9 @@ PY=${PY:-.venv/bin/python}
 BASE_STEPS=${BASE_STEPS:-1200}
 CAMERA_STEPS=${CAMERA_STEPS:-1200}
 STAGE2_DROPOUT=${STAGE2_DROPOUT:-0.15 0.05 0.15}
-FUSED_STEPS=${FUSED_STEPS:-600}
-SERIAL_STEPS=${SERIAL_STEPS:-300}
+FUSED_STEPS=${FUSED_STEPS:-1200}
+SERIAL_STEPS=${SERIAL_STEPS:-600}
+PARTIAL_FAULTS=${PARTIAL_FAULTS:-0.3 0.3}
 STAGE1=${STAGE1:-outputs/stage1}
 # REUSE_STAGE1=1 keeps each existing stage-1 checkpoint (same data; retrain a branch whose
 # architecture changed by deleting its folder).
@@ -60,15 +65,21 @@ wait
 for pair in "concat_conv lidar_ultrasonic" "gated mean" "weighted late" \
             "lidar_only camera_only"; do
     for v in $pair; do
+        faults=()
+        case $v in lidar_only|camera_only|lidar_ultrasonic) ;;
+            *) read -ra faults <<< "--partial-faults $PARTIAL_FAULTS" ;;
+        esac
         # shellcheck disable=SC2086 - STAGE2_DROPOUT is three numbers
         $PY tools/train.py --variant "$v" "${common[@]}" "${init[@]}" --steps "$FUSED_STEPS" \
-            --modality-dropout $STAGE2_DROPOUT --out "$OUT/$v" &
+            --modality-dropout $STAGE2_DROPOUT "${faults[@]}" --out "$OUT/$v" &
     done
     wait
 done
 # Stage 3
+# shellcheck disable=SC2086 - PARTIAL_FAULTS is two numbers
 $PY tools/train.py --variant serial "${common[@]}" --init-from "$STAGE1/camera_only" \
-    "$STAGE1/lidar_only" --steps "$SERIAL_STEPS" --out "$OUT/serial"
+    "$STAGE1/lidar_only" --steps "$SERIAL_STEPS" --partial-faults $PARTIAL_FAULTS \
+    --out "$OUT/serial"
 # Stage 4
 $PY tools/compose_fallback.py "$OUT"/{mean,weighted,concat_conv,gated,late,serial} \
     --experts "$OUT/camera_only" "$OUT/lidar_only" --missing-as-empty ultrasonic
@@ -76,6 +87,9 @@ $PY tools/compose_fallback.py "$OUT"/{mean,weighted,concat_conv,gated,late,seria
 # the train split of DATA and of more synthetic worlds from other seeds (EXTRA, "dataroot:seed"
 # pairs generated here when missing; never the seed-7 test set): one world alone teaches the
 # look of its own objects, each further world lifted test mAP (docs/experiments.md).
+# REFINE=0 skips it and keeps the lidar_camera_refine in OUT, whose checkpoint holds its own
+# copy of the lidar_only it was trained on.
+if [[ "${REFINE:-1}" == 0 ]]; then exit 0; fi
 EXTRA=${EXTRA:-data/sim-train2:3 data/sim-train3:5 data/sim-train4:11 data/sim-train5:13 data/sim-train6:17}
 also=()
 for pair in $EXTRA; do

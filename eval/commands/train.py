@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="*", default=(), choices=("camera", "lidar", "ultrasonic"))
     p.add_argument("--modality-dropout", type=float, nargs=3, default=None,
                    metavar=("CAMERA", "LIDAR", "ULTRASONIC"))
+    p.add_argument("--partial-faults", type=float, nargs=2, default=(0.0, 0.0),
+                   metavar=("P_RINGS", "P_ONE_CAMERA"),
+                   help="probability per sample of losing 4-20 of the 32 LiDAR rings and of "
+                   "losing one camera, independently (faults that leave a sensor present)")
     p.add_argument("--anchor", choices=("camera", "lidar", "ultrasonic"), default=None,
                    help="start the weighted/gated fuser biased towards this modality (with "
                    "--init-from its single-sensor checkpoint)")
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         fuser=args.fuser,
         image_hw=tuple(args.image_hw) if args.image_hw else None,
         modality_dropout=tuple(args.modality_dropout) if args.modality_dropout else None,
+        partial_faults=tuple(args.partial_faults),
         amp=not args.no_amp,
         grad_accum=args.grad_accum,
         max_samples=args.max_samples,

@@ -13,9 +13,6 @@ from model_synth import make_sample
 from calibration.se3 import SE3
 from eval.corruptions import (
     CORRUPTION_NAMES,
-    NUM_RINGS,
-    RING_ELEVATION_MAX_DEG,
-    RING_ELEVATION_MIN_DEG,
     CameraFrameRef,
     SampleContext,
     corrupt,
@@ -24,6 +21,7 @@ from eval.corruptions import (
     lidar_rings,
     plasma_fractal,
 )
+from sensors.lidar_rings import NUM_RINGS, RING_ELEVATION_MAX_DEG, RING_ELEVATION_MIN_DEG
 from sensors.types import ACCUMULATED_COLUMNS, LidarSweep, UltrasonicScan
 
 ORIGIN = np.array([0.5, 0.0, 1.8])
