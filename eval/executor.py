@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -268,13 +269,36 @@ def _ticking(units: list, bar: tqdm):  # noqa: ANN202 - a generator of (index, u
         bar.update(1)
 
 
-def _one_thread_per_worker() -> None:
+PARENT_POLL_S = 1.0
+
+
+def _init_worker(parent_pid: int) -> None:
     """Pool initializer: one compute thread (torch and Numba) in each worker, which is what a
-    pool of ``workers`` processes on as many cores wants.
+    pool of ``workers`` processes on as many cores wants, and a watchdog that ends the worker
+    once ``parent_pid`` (the process that made the pool) is gone.
+
+    Why the watchdog: a worker forked from the fork server is the server's child, not the
+    pool owner's, so nothing ends it when the owner is killed (SIGTERM or SIGKILL skip the
+    pool's shutdown). It went on computing its unit for minutes, contending with the rerun
+    that a resumable job's user starts next, and writing the same cells again.
     """
     from perception.threads import set_cpu_threads
 
     set_cpu_threads(1)
+    if os.name == "posix":  # os.kill(pid, 0) is an existence probe only there
+        threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True,
+                         name="parent-watchdog").start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(PARENT_POLL_S)
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)  # no cleanup to run: the owner that would read the result is gone
+        except PermissionError:
+            pass  # the pid exists (owned by another user: not ours, but alive)
 
 
 def _pool_context(fn: Callable):  # noqa: ANN202 - a multiprocessing context
@@ -305,8 +329,8 @@ def _run_processes(fn: Callable, units: list, cfg: ExecutorConfig, bar: tqdm) ->
     ctx = _pool_context(fn)
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(units) or 1))
     outcomes = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=_one_thread_per_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_call_unit, fn, i, u): i for i, u in enumerate(units)}
         for fut in as_completed(futures):
             i = futures[fut]

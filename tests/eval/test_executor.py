@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 
 from eval.executor import (
     INLINE,
+    PARENT_POLL_S,
     RAY_INSTALL_HINT,
     ExecutorConfig,
     RayNotInstalledError,
@@ -198,3 +200,60 @@ def test_config_rejects_nonsense():
         ExecutorConfig("processes", workers=0)
     with pytest.raises(ValueError, match="ray_address"):
         ExecutorConfig("inline", ray_address="auto")
+
+
+WORKER_MODULE = '''
+import os, sys, time
+from pathlib import Path
+
+def sleepy(path: str) -> int:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(120)
+    return 0
+
+if __name__ == "__main__":
+    from eval.executor import ExecutorConfig, run_units
+    run_units(sleepy, [sys.argv[1]], ExecutorConfig("processes", workers=1), progress=False)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie awaiting its reaper is gone too
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
+def test_a_killed_pool_owner_takes_its_workers_with_it(tmp_path):
+    """SIGKILL skips the pool's shutdown; the workers (children of the fork server, not of
+    the owner) must still end instead of computing on for minutes beside the rerun."""
+    import signal
+    import subprocess
+
+    (tmp_path / "pool_owner.py").write_text(WORKER_MODULE)
+    marker = tmp_path / "worker.pid"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    owner = subprocess.Popen([sys.executable, str(tmp_path / "pool_owner.py"), str(marker)],
+                             env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.is_file() or not marker.read_text():
+            assert owner.poll() is None, "the pool owner exited before its worker started"
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        worker = int(marker.read_text())
+        assert _alive(worker)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + 10 * PARENT_POLL_S + 5
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived its killed pool owner"
+    finally:
+        owner.kill()
+        if marker.is_file() and marker.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(marker.read_text()), signal.SIGKILL)
