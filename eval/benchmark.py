@@ -544,6 +544,12 @@ def run_benchmark(
             active = [v for v in remaining if v not in unaffected]
             runs = {v: ModelRun.for_pipeline(pipes[v]) for v in active}
             timing = {v: Timing() for v in active}
+            # Per variant, the branches the corruption leaves alone (their clean maps are
+            # reused), and those among them with a shared key (they seed the shared maps).
+            untouched = {u: {m for m, ins in pipes[u].model.map_inputs().items()
+                             if not touched & ins} for u in variants}
+            seeds = {u: {m: k for m, k in pipes[u].branch_keys().items()
+                         if k is not None and m in untouched[u]} for u in variants}
             for i, tok in enumerate(tokens):
                 arrays_by_key: dict[tuple[int, str], object] = {}
                 corrupted_by_r: dict[int, object] = {}
@@ -557,10 +563,9 @@ def run_benchmark(
                     cm = clean_maps[u].get(tok)
                     if cm:
                         own = shared_by_r.setdefault(reduction[u], {})
-                        keys, u_inputs = pipes[u].branch_keys(), pipes[u].model.map_inputs()
-                        for m, x in cm.items():
-                            if keys.get(m) is not None and not touched & u_inputs[m]:
-                                own.setdefault(keys[m], x)
+                        for m, k in seeds[u].items():
+                            if m in cm:
+                                own.setdefault(k, cm[m])
                 for v in active:
                     r = reduction[v]
                     run = runs[v]
@@ -584,9 +589,7 @@ def run_benchmark(
                     except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                         run.fail(tok, exc)
                         continue
-                    inputs = pipes[v].model.map_inputs()
-                    reuse = {m: x for m, x in clean_maps[v][tok].items()
-                             if not touched & inputs[m]}
+                    reuse = {m: x for m, x in clean_maps[v][tok].items() if m in untouched[v]}
                     t2 = time.perf_counter()
                     infer_sample(pipes[v], run, sample, arrays_by_key[key], reuse, batches,
                                  shared_by_r.setdefault(r, {}))
