@@ -126,12 +126,20 @@ def seed_everything(seed: int) -> None:
 
 
 def cache_key(cfg: ModelConfig, dataroot: str, version: str, image_reduction: int = 4) -> str:
-    """Folder name for cached arrays: changes whenever the cached content would."""
+    """Folder name for cached arrays: changes whenever the cached content would.
+
+    A model without a camera branch caches no pixels (``prepare_sample`` leaves its images
+    empty), so its key differs from a camera model's: the two stage-1 jobs of
+    ``tools/train_shipped.sh`` fill their caches at once, and with one key a camera model read
+    entries a LiDAR-only job had written (np.stack of (6, 96, 176, 3) and (6, 0, 0, 3) images).
+    """
+    from sensors.types import Modality
+
     shaping = {
         "dataroot": str(Path(dataroot).resolve()),
         "version": version,
         "grid": asdict(cfg.grid),
-        "image_hw": cfg.camera.image_hw,
+        "image_hw": cfg.camera.image_hw if cfg.has_branch(Modality.CAMERA) else None,
         "detection": [cfg.detection.class_groups, cfg.detection.max_objects,
                       cfg.detection.min_radius_cells, cfg.detection.gaussian_overlap],
         "waypoints": cfg.planning.num_waypoints,
