@@ -21,6 +21,7 @@ from perception.backbones.ultrasonic_inputs import ultrasonic_bev
 from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
 from perception.sample_arrays import SampleArrays
 from perception.timing import Stopwatch, maybe_stage
+from sensors.types import Modality
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +105,8 @@ def collate(
     """
     b = len(samples)
     uses_cam, uses_lidar, uses_us = (
-        cfg.has_branch(m) and m not in skip for m in MODALITY_ORDER
+        (cfg.reads_camera_pixels if m == Modality.CAMERA else cfg.has_branch(m))
+        and m not in skip for m in MODALITY_ORDER
     )
     with maybe_stage(watch, "voxelize"):
         feats, coords, nums = [], [], []

@@ -148,7 +148,7 @@ def _checked_config(cfg: ModelConfig) -> list[str]:
     if not (0 < d0 < d1) or not (isinstance(n, int) and n >= 1):
         problems.append(f"camera.depth_bins_m must be (min > 0, max > min, count >= 1), "
                         f"got {cfg.camera.depth_bins_m}")
-    if cfg.has_branch("camera"):
+    if cfg.reads_camera_pixels:
         stride = cfg.camera.feature_stride
         h, w = cfg.camera.image_hw
         if h % stride or w % stride:

@@ -368,6 +368,17 @@ class ModelConfig:
         )
 
     @property
+    def reads_camera_pixels(self) -> bool:
+        """True when a BEV branch of this model reads the camera images at
+        ``camera.image_hw``: its own camera branch or a fallback expert's (``refine`` has no
+        camera branch, its ``camera_only`` expert has).
+        """
+        return self.has_branch(Modality.CAMERA) or any(
+            Modality.CAMERA in _variant_fusion(e.variant, self.fusion).modalities
+            for e in self.fusion.fallback
+        )
+
+    @property
     def camera_source_hw(self) -> tuple[int, int]:
         """Smallest decoded camera image (h, w) the model needs: the camera branch's input
         size, or the refinement crops' source size.
@@ -385,11 +396,15 @@ class ModelConfig:
         principal = set(PRINCIPAL_MODALITIES)
         if self.fusion.kind == FusionKind.SERIAL and not principal <= set(self.fusion.modalities):
             raise ValueError("serial fusion paints camera features onto LiDAR: needs both")
+        # The cascade's own path is the LiDAR model (it serves a sample without cameras
+        # unrefined), so its one expert is the camera model: no branch of the host to share.
         if self.fusion.kind == FusionKind.REFINE and (
-            set(self.fusion.modalities) != principal or self.fusion.fallback
+            set(self.fusion.modalities) != principal
+            or any(e.variant != "camera_only" or e.shared for e in self.fusion.fallback)
         ):
             raise ValueError(f"ModelConfig {self.name}: refine re-scores LiDAR detections with "
-                             "camera crops: modalities camera and lidar, no fallback experts")
+                             "camera crops: modalities camera and lidar, and at most a "
+                             "camera_only fallback expert (LiDAR missing) sharing no branch")
         for e in self.fusion.fallback:
             own = _variant_fusion(e.variant, self.fusion).modalities  # unknown names fail here
             if e.variant not in EXPERT_VARIANTS or not set(own) < set(self.fusion.modalities):

@@ -165,8 +165,10 @@ def compose_fallback(
     what the host did.
 
     Args:
-        host_dir: a fused checkpoint folder (``mean`` ... ``late``, ``serial``).
-        expert_dirs: single-sensor checkpoint folders, in the order they are tried.
+        host_dir: a fused checkpoint folder (``mean`` ... ``late``, ``serial``,
+            ``lidar_camera_refine``), or a shipped variant's name.
+        expert_dirs: single-sensor checkpoint folders or shipped names, in the order they
+            are tried (``lidar_camera_refine`` takes ``camera_only`` only).
         out_dir: where to write (default: over ``host_dir``; its train log stays).
         missing_as_empty: ``FusionConfig.missing_as_empty`` of the result
             (``(Modality.ULTRASONIC,)``: a missing ultrasonic is read as an empty raster
@@ -185,12 +187,12 @@ def compose_fallback(
         load_provenance,
         load_state_into,
         read_state_dict,
-        resolve_checkpoint_dir,
+        resolve_checkpoint,
         save_checkpoint,
     )
     from perception.model import build_model
 
-    host_dir = resolve_checkpoint_dir(host_dir)
+    host_dir = resolve_checkpoint(host_dir)
     out = Path(out_dir) if out_dir is not None else host_dir
     host_cfg = load_config(host_dir)
     bare = dataclasses.replace(host_cfg, fusion=dataclasses.replace(
@@ -201,7 +203,7 @@ def compose_fallback(
     experts: list[FallbackExpertConfig] = []
     record = {}
     for d in expert_dirs:
-        d = resolve_checkpoint_dir(d)
+        d = resolve_checkpoint(d)
         ecfg = load_config(d)
         if ecfg.variant not in EXPERT_VARIANTS:
             raise ValueError(f"{d}: variant {ecfg.variant!r} is not a single-sensor model "

@@ -203,6 +203,23 @@ class FusionModel(nn.Module):
                          for m in self.experts[e.variant].fused_modalities}
         return frozenset(need)
 
+    def on_fused_path(self, presence: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the sample is served by the fused path, not by a fallback expert (the
+        cascade refines only what its own first stage detected).
+        """
+        return choose_paths(self.path_rule, presence) == FUSED_PATH
+
+    def serving_config(self, presence: torch.Tensor) -> ModelConfig:
+        """The config of the path serving a one-sample ``presence`` (1, 3): the expert's when
+        one serves it (its camera decode is the one that expert was trained on), else ours.
+        """
+        if not self.cfg.fusion.fallback:
+            return self.cfg
+        i = int(choose_paths(self.path_rule, presence)[0])
+        if i == FUSED_PATH:
+            return self.cfg
+        return expert_config(self.cfg, self.cfg.fusion.fallback[i].variant)
+
     def fuse_and_heads(
         self, bevs: dict[str, torch.Tensor], batch: Batch, watch: Stopwatch | None = None
     ) -> HeadOutputs:

@@ -17,13 +17,15 @@ from perception.batch import Batch, collate
 from perception.checkpoint import load_checkpoint
 from perception.config import MODALITY_ORDER, FusionKind, ModelConfig
 from perception.control import ControlConfig, compute_control
+from perception.experts import expert_config
 from perception.heads import HeadOutputs, decode_detections
 from perception.model import FusionModel, build_model
-from perception.prepare import prepare_sample
+from perception.prepare import prepare_sample, sample_presence
 from perception.refine.network import proposal_class_probs, proposal_group_boxes
 from perception.sample_arrays import SampleArrays
 from perception.timing import Stopwatch
 from perception.types import FrameResult, PlanOutput
+from sensors.types import Modality
 
 
 class Pipeline:
@@ -45,6 +47,12 @@ class Pipeline:
         self.cfg = cfg
         self.control_cfg = control or ControlConfig()
         self._branch_keys: dict[str, str | None] | None = None
+        # A fallback expert whose cameras are decoded unlike ours (``refine``'s camera_only).
+        experts = [expert_config(cfg, e.variant) for e in cfg.fusion.fallback]
+        self._expert_decodes = cfg.uses(Modality.CAMERA) and any(
+            x.uses(Modality.CAMERA) and x.camera_source_hw != cfg.camera_source_hw
+            for x in experts
+        )
 
     @classmethod
     def from_checkpoint(
@@ -144,7 +152,8 @@ class Pipeline:
             dets = decode_detections(
                 out.heatmap, out.reg, self.cfg, self.model.has_input(batch.presence)
             )[0]
-        if self.model.refiner is not None:
+        # A sample a fallback expert served (LiDAR missing) has no first-stage proposals.
+        if self.model.refiner is not None and bool(self.model.on_fused_path(batch.presence)[0]):
             with watch.stage("refine"):
                 probs = proposal_class_probs(out.heatmap[0], dets, self.cfg)
                 boxes = proposal_group_boxes(out.reg[0], dets, self.cfg)
@@ -180,20 +189,32 @@ class Pipeline:
         """Preprocessing, branches, fuser and heads (``run_with_maps``' arguments); returns the
         sample as the model reads it, the head outputs, the batch and the branch maps.
         """
+        presence = torch.from_numpy(sample_presence(sample))[None]
+        if self._expert_decodes:
+            # The path serving this sample reads pixels at another decode than ours
+            # (``refine``'s cameras at the crops' size, its camera_only expert's at the
+            # branch's): decoded again from the files, the arrays and maps of the caller's
+            # decode do not apply.
+            redecoded = decoded_like_training(sample, self.model.serving_config(presence))
+            if redecoded is not sample:
+                sample, arrays, batch_cache, shared_maps = redecoded, None, None, None
         reuse = dict(reuse or {})
         shared: dict[str, torch.Tensor] = shared_maps if shared_maps is not None else {}
         keys = self.branch_keys() if shared_maps is not None else {}
         for m, k in keys.items():
             if m not in reuse and k is not None and k in shared:
                 reuse[m] = shared[k]
-        todo = tuple(m for m in self.model.branch_names if m not in reuse)
+        # Only the maps the serving path reads (an expert's own branch is computed, and its
+        # inputs prepared, only for the samples it serves).
+        serving = self.model.needed_branches(presence)
+        todo = tuple(m for m in self.model.branch_names if m not in reuse and m in serving)
         needed = set().union(*(self.model.map_inputs()[m] for m in todo)) if todo else set()
         skip = tuple(m for m in MODALITY_ORDER if m not in needed)
         if arrays is None:
             with watch.stage("preprocess"):
                 # The pixels the model was trained on, whatever reduction the caller decoded
                 # at (a camera at another one is decoded again from its file).
-                sample = decoded_like_training(sample, self.cfg)
+                sample = decoded_like_training(sample, self.model.serving_config(presence))
                 arrays = prepare_sample(sample, self.cfg, targets=False)
         key = None
         if batch_cache is not None:

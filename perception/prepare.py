@@ -31,10 +31,16 @@ def prepare_key(cfg: ModelConfig) -> str:
     The camera pixels are only resized for a model with a camera branch (``camera_arrays``):
     a LiDAR-only model's arrays carry empty images, which a camera model must not be handed.
     """
-    from sensors.types import Modality
-
-    pixels = cfg.camera.image_hw if cfg.has_branch(Modality.CAMERA) else None
+    pixels = cfg.camera.image_hw if cfg.reads_camera_pixels else None
     return repr((pixels, cfg.grid))
+
+
+def sample_presence(sample: SyncedSample) -> np.ndarray:
+    """(3,) bool in ``MODALITY_ORDER``: some camera, the LiDAR, the ultrasonic present (what
+    ``SampleArrays.presence`` holds, read without preparing anything).
+    """
+    return np.array([any(v is not None for v in sample.cameras), sample.lidar is not None,
+                     sample.ultrasonic is not None], bool)
 
 
 def prepare_sample(sample: SyncedSample, cfg: ModelConfig, targets: bool = True) -> SampleArrays:
@@ -52,9 +58,7 @@ def prepare_sample(sample: SyncedSample, cfg: ModelConfig, targets: bool = True)
     images, intr, ego_cam, cam_mask = camera_arrays(sample, cfg)
     points = grid_points(sample.lidar, cfg.grid)
     us, layout = ultrasonic_arrays(sample)
-    presence = np.array(
-        [cam_mask.any(), sample.lidar is not None, sample.ultrasonic is not None], bool
-    )
+    presence = sample_presence(sample)
     if sample.can_bus is not None:
         ego_status = np.array([sample.can_bus.speed_mps, sample.can_bus.yaw_rate_radps], np.float32)
     else:

@@ -29,7 +29,9 @@
 #    its cameras are missing; with both present the fused path runs unchanged. A missing
 #    ultrasonic is read as an empty near-field raster (FusionConfig.missing_as_empty).
 # 5) lidar_camera_refine: the crop network trains on the final lidar_only's proposals on six
-#    synthetic worlds (DATA and EXTRA, generated here when missing); ~25 min.
+#    synthetic worlds (DATA and EXTRA, generated here when missing); ~12 min. It then keeps
+#    camera_only inside it as its fallback expert (run when its LiDAR is missing; with the
+#    LiDAR present the cascade runs unchanged, refined where a camera sees the proposal).
 set -euo pipefail
 DATA=${DATA:-data/sim-trainval}
 VER=${VER:-v1.0-trainval}
@@ -42,12 +44,15 @@ FUSED_STEPS=${FUSED_STEPS:-1200}
 SERIAL_STEPS=${SERIAL_STEPS:-600}
 PARTIAL_FAULTS=${PARTIAL_FAULTS:-0.3 0.3}
 STAGE1=${STAGE1:-outputs/stage1}
+# Training seed of every stage (the shipped checkpoints: 0). Another seed needs its own OUT
+# and STAGE1, e.g. SEED=1 OUT=outputs/seed1 STAGE1=outputs/seed1/stage1 REFINE=0.
+SEED=${SEED:-0}
 # REUSE_STAGE1=1 keeps each existing stage-1 checkpoint (same data; retrain a branch whose
 # architecture changed by deleting its folder).
 REUSE_STAGE1=${REUSE_STAGE1:-0}
 # One torch thread per job and two jobs at a time: the two cores, no OpenMP oversubscription.
 common=(--preset tiny --dataroot "$DATA" --version "$VER" --split train --threads 1
-        --save-every 100)
+        --save-every 100 --seed "$SEED")
 # The weighted and gated fusers start biased towards the LiDAR (whose projection and heads
 # come from lidar_only); see perception.fusion.anchor.
 init=(--init-from "$STAGE1/camera_only" "$STAGE1/lidar_only" --freeze camera --anchor lidar)
@@ -89,7 +94,13 @@ $PY tools/compose_fallback.py "$OUT"/{mean,weighted,concat_conv,gated,late,seria
 # look of its own objects, each further world lifted test mAP (docs/experiments.md).
 # REFINE=0 skips it and keeps the lidar_camera_refine in OUT, whose checkpoint holds its own
 # copy of the lidar_only it was trained on.
-if [[ "${REFINE:-1}" == 0 ]]; then exit 0; fi
+compose_refine() {
+    $PY tools/compose_fallback.py "$OUT/lidar_camera_refine" --experts "$OUT/camera_only"
+}
+if [[ "${REFINE:-1}" == 0 ]]; then
+    if [[ -f "$OUT/lidar_camera_refine/model.pt" ]]; then compose_refine; fi
+    exit 0
+fi
 EXTRA=${EXTRA:-data/sim-train2:3 data/sim-train3:5 data/sim-train4:11 data/sim-train5:13 data/sim-train6:17}
 also=()
 for pair in $EXTRA; do
@@ -100,4 +111,5 @@ for pair in $EXTRA; do
     also+=("$root")
 done
 $PY tools/train_refine.py --dataroot "$DATA" --also "${also[@]}" --version "$VER" \
-    --first-stage "$OUT/lidar_only" --seed 0 --out "$OUT/lidar_camera_refine"
+    --first-stage "$OUT/lidar_only" --seed "$SEED" --out "$OUT/lidar_camera_refine"
+compose_refine

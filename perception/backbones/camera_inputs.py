@@ -10,7 +10,7 @@ import torch
 
 from calibration.sample import SyncedSample
 from perception.config import ModelConfig
-from sensors.types import CAMERA_CHANNELS, Modality
+from sensors.types import CAMERA_CHANNELS
 
 NUM_CAMERAS = len(CAMERA_CHANNELS)
 # ImageNet statistics: a sane fixed normalisation for a CNN trained from scratch.
@@ -60,8 +60,9 @@ def camera_arrays(
     ``camera_mask`` (6,) (zeros / identities where a camera is missing).
     """
     hh, ww = cfg.camera.image_hw
-    # A model without a camera branch (``refine`` crops its own) never reads these pixels.
-    pixels = cfg.has_branch(Modality.CAMERA)
+    # A model without a camera branch (``refine`` crops its own) never reads these pixels,
+    # unless a fallback expert has one (``refine``'s ``camera_only``).
+    pixels = cfg.reads_camera_pixels
     if not pixels:
         hh = ww = 0
     images = np.zeros((NUM_CAMERAS, hh, ww, 3), np.uint8)
