@@ -215,7 +215,9 @@ class Pipeline:
                 # The pixels the model was trained on, whatever reduction the caller decoded
                 # at (a camera at another one is decoded again from its file).
                 sample = decoded_like_training(sample, self.model.serving_config(presence))
-                arrays = prepare_sample(sample, self.cfg, targets=False)
+                # No branch left to run reads the camera pixels: they are not resized.
+                arrays = prepare_sample(sample, self.cfg, targets=False,
+                                        camera_pixels=Modality.CAMERA in needed)
         key = None
         if batch_cache is not None:
             c = self.cfg

@@ -43,19 +43,25 @@ def sample_presence(sample: SyncedSample) -> np.ndarray:
                      sample.ultrasonic is not None], bool)
 
 
-def prepare_sample(sample: SyncedSample, cfg: ModelConfig, targets: bool = True) -> SampleArrays:
+def prepare_sample(
+    sample: SyncedSample, cfg: ModelConfig, targets: bool = True,
+    camera_pixels: bool | None = None,
+) -> SampleArrays:
     """Reduce a ``SyncedSample`` to ``SampleArrays`` for ``cfg`` (see module docstring).
 
     Args:
         sample: one synced tick; any modality may be missing.
         cfg: model configuration (image size, grid).
         targets: compute detection/planning targets when the sample has boxes.
+        camera_pixels: False skips resizing the images (empty ``images``; presence and
+            calibration kept) for a caller whose branches read no camera pixels; default:
+            whenever ``cfg`` has a branch that reads them.
 
     Returns:
         The per-sample arrays.
 
     """
-    images, intr, ego_cam, cam_mask = camera_arrays(sample, cfg)
+    images, intr, ego_cam, cam_mask = camera_arrays(sample, cfg, camera_pixels)
     points = grid_points(sample.lidar, cfg.grid)
     us, layout = ultrasonic_arrays(sample)
     presence = sample_presence(sample)

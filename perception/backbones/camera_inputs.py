@@ -53,7 +53,7 @@ def resize_camera(
 
 
 def camera_arrays(
-    sample: SyncedSample, cfg: ModelConfig
+    sample: SyncedSample, cfg: ModelConfig, pixels: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The cameras of ``sample`` at the network input size, as ``SampleArrays`` holds them:
     ``images`` (6, H, W, 3) uint8, ``intrinsics`` (6, 3, 3), ``ego_SE3_cam`` (6, 4, 4) and
@@ -61,8 +61,9 @@ def camera_arrays(
     """
     hh, ww = cfg.camera.image_hw
     # A model without a camera branch (``refine`` crops its own) never reads these pixels,
-    # unless a fallback expert has one (``refine``'s ``camera_only``).
-    pixels = cfg.reads_camera_pixels
+    # unless a fallback expert has one (``refine``'s ``camera_only``); ``pixels=False``: the
+    # caller's path reads none (its camera map is reused, or no branch it runs has cameras).
+    pixels = cfg.reads_camera_pixels if pixels is None else pixels and cfg.reads_camera_pixels
     if not pixels:
         hh = ww = 0
     images = np.zeros((NUM_CAMERAS, hh, ww, 3), np.uint8)

@@ -91,6 +91,29 @@ def test_lidar_present_gives_exactly_the_cascade(pipes, sample, absent):
 
 def test_the_cascade_takes_only_an_unshared_camera_only_expert(pipes):
     cfg = pipes["composed"].cfg
-    for bad in (FallbackExpertConfig("lidar_only"), FallbackExpertConfig("camera_only", ("camera",))):
+    for bad in (FallbackExpertConfig("lidar_only"),
+                FallbackExpertConfig("camera_only", ("camera",))):
         with pytest.raises(ValueError, match="at most a camera_only fallback expert"):
             replace(cfg, fusion=replace(cfg.fusion, fallback=(bad,)))
+
+
+def test_camera_pixels_are_prepared_only_for_the_expert(pipes, sample, monkeypatch):
+    """With the LiDAR present no branch the cascade runs reads the network-size images: they
+    are neither resized nor collated (the expert costs nothing then)."""
+    import perception.pipeline as pipeline_mod
+
+    prepared = []
+
+    def recording(*args, **kwargs):
+        prepared.append(prepare_sample(*args, **kwargs))
+        return prepared[-1]
+
+    monkeypatch.setattr(pipeline_mod, "prepare_sample", recording)
+    composed = pipes["composed"]
+    composed.run(sample)
+    assert prepared[-1].images.size == 0 and prepared[-1].camera_mask.all()
+    assert prepared[-1].presence.all()
+    np.testing.assert_array_equal(
+        prepared[-1].ego_SE3_cam, prepare_sample(sample, composed.cfg, targets=False).ego_SE3_cam)
+    composed.run(replace(sample, lidar=None))
+    assert prepared[-1].images.shape[1:3] == composed.cfg.camera.image_hw
